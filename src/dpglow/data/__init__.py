@@ -1,0 +1,37 @@
+"""Chest X-ray data: sources, image decoding, patient-grouped splits, cache and datamodule.
+
+Importing this package registers the ``${dpglow_data_dir:}`` OmegaConf resolver.
+"""
+
+from dpglow.data.datamodule import ChestXrayDataModule
+from dpglow.data.io import read_image
+from dpglow.data.paths import (
+    DataFormatError,
+    DatasetNotFoundError,
+    default_data_dir,
+    register_resolvers,
+)
+from dpglow.data.sources import (
+    CheXpertSource,
+    FolderSource,
+    MedMNISTSource,
+    NIHSource,
+    PediatricSource,
+)
+from dpglow.data.splits import make_splits
+
+register_resolvers()
+
+__all__ = [
+    "CheXpertSource",
+    "ChestXrayDataModule",
+    "DataFormatError",
+    "DatasetNotFoundError",
+    "FolderSource",
+    "MedMNISTSource",
+    "NIHSource",
+    "PediatricSource",
+    "default_data_dir",
+    "make_splits",
+    "read_image",
+]

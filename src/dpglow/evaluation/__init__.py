@@ -1,0 +1,1 @@
+"""Evaluation: measures of density-model quality, utility and privacy."""

@@ -1,0 +1,295 @@
+"""Multi-scale Glow: squeeze -> K x (ActNorm, 1x1 conv, coupling) -> split, over L levels."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from dpglow.flow.actnorm import ActNorm
+from dpglow.flow.coupling import AffineCoupling, ZeroConv2d
+from dpglow.flow.invconv import InvConv2dLU
+
+_LOG_2PI = math.log(2.0 * math.pi)
+SPLIT_PRIORS = ("fixed", "learned")
+
+
+def squeeze(x: torch.Tensor) -> torch.Tensor:
+    """2x2 space-to-depth: ``[B, C, H, W] -> [B, 4C, H/2, W/2]``."""
+    b, c, h, w = x.shape
+    x = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
+    return x.reshape(b, c * 4, h // 2, w // 2)
+
+
+def unsqueeze(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`squeeze`."""
+    b, c, h, w = x.shape
+    x = x.reshape(b, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
+    return x.reshape(b, c // 4, h * 2, w * 2)
+
+
+def standard_normal_logpdf(u: torch.Tensor) -> torch.Tensor:
+    """Sum of N(0, 1) log-densities over all but the batch dimension."""
+    return (-0.5 * (u * u + _LOG_2PI)).flatten(1).sum(1)
+
+
+class FlowStep(nn.Module):
+    """ActNorm -> invertible 1x1 convolution -> coupling."""
+
+    def __init__(
+        self, num_channels: int, hidden_channels: int, *, affine: bool, scale_floor: float
+    ) -> None:
+        super().__init__()
+        self.actnorm = ActNorm(num_channels)
+        self.invconv = InvConv2dLU(num_channels)
+        self.coupling = AffineCoupling(
+            num_channels, hidden_channels, affine=affine, scale_floor=scale_floor
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, logdet = self.actnorm(x)
+        x, ld = self.invconv(x)
+        logdet = logdet + ld
+        x, ld = self.coupling(x)
+        return x, logdet + ld
+
+    def reverse(self, y: torch.Tensor) -> torch.Tensor:
+        return self.actnorm.reverse(self.invconv.reverse(self.coupling.reverse(y)))
+
+
+class Level(nn.Module):
+    """One scale of the flow.
+
+    ``forward(x) -> (h, u, logdet)``: ``h`` goes on to the next level (``None`` at the last level),
+    ``u`` is this level's *standardised* latent, whose prior is N(0, 1) elementwise. With the fixed
+    prior ``u`` is the split-off half itself; with a learned conditional prior
+    ``N(mu(h), sigma(h))``, ``u = (z - mu) / sigma`` and ``-sum(log sigma)`` enters the logdet.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        depth: int,
+        hidden_channels: int,
+        *,
+        split: bool,
+        prior: str,
+        affine: bool,
+        scale_floor: float,
+    ) -> None:
+        super().__init__()
+        channels = in_channels * 4
+        self.split = split
+        self.steps = nn.ModuleList(
+            FlowStep(channels, hidden_channels, affine=affine, scale_floor=scale_floor)
+            for _ in range(depth)
+        )
+        self.out_channels = channels // 2 if split else channels
+        # A learned prior at the last level sees zeros: it learns a constant mean and scale.
+        self.prior = (
+            ZeroConv2d(self.out_channels if split else channels, 2 * self.out_channels)
+            if prior == "learned"
+            else None
+        )
+
+    def _prior(
+        self, h: torch.Tensor | None, like: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        params = self.prior(h if h is not None else torch.zeros_like(like))
+        mean, log_sd = params.chunk(2, dim=1)
+        return mean, log_sd
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        x = squeeze(x)
+        logdet = x.new_zeros(x.shape[0])
+        for step in self.steps:
+            x, ld = step(x)
+            logdet = logdet + ld
+        h, z = x.chunk(2, dim=1) if self.split else (None, x)
+        if self.prior is None:
+            return h, z, logdet
+        mean, log_sd = self._prior(h, z)
+        u = (z - mean) * torch.exp(-log_sd)
+        return h, u, logdet - log_sd.flatten(1).sum(1)
+
+    def reverse(
+        self, h: torch.Tensor | None, u: torch.Tensor, bound: float | None = None
+    ) -> torch.Tensor:
+        if self.prior is None:
+            z = u
+        else:
+            mean, log_sd = self._prior(h, u)
+            z = u * torch.exp(log_sd) + mean
+        x = torch.cat([h, z], dim=1) if self.split else z
+        for step in reversed(self.steps):
+            x = step.reverse(x)
+            if bound is not None:
+                x = _bounded(x, bound)
+        return unsqueeze(x)
+
+
+def _bounded(x: torch.Tensor, bound: float) -> torch.Tensor:
+    # Off-distribution latents (e.g. with privacy noise) can grow through the inverse until they
+    # overflow; in-distribution activations are O(10), so a bound of 1e4 never touches them.
+    return torch.nan_to_num(x, nan=0.0, posinf=bound, neginf=-bound).clamp_(-bound, bound)
+
+
+class Glow(nn.Module):
+    """Glow for images with any number of channels, inputs in [-0.5, 0.5].
+
+    ``forward(x) -> (log_p, logdet, latents)``, where ``log_p`` is the N(0, 1) log-density of the
+    standardised latents and ``log_p + logdet = log p(x)``. :meth:`decode` is the exact inverse of
+    :meth:`encode`; with ``safe=True`` (default) any finite latent decodes to a finite image.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 1,
+        image_size: int = 64,
+        num_levels: int = 4,
+        depth: int = 16,
+        hidden_channels: int = 256,
+        affine: bool = True,
+        scale_floor: float = 0.1,
+        split_prior: str = "fixed",
+        decode_bound: float = 1e4,
+    ) -> None:
+        super().__init__()
+        if num_levels < 1 or depth < 1 or hidden_channels < 1 or in_channels < 1:
+            raise ValueError(
+                "num_levels, depth, hidden_channels and in_channels must be positive, got "
+                f"{num_levels}, {depth}, {hidden_channels}, {in_channels}"
+            )
+        if image_size % (2**num_levels):
+            raise ValueError(
+                f"image_size={image_size} must be divisible by 2**num_levels={2**num_levels}: "
+                "each level halves the resolution. Choose another image_size or num_levels."
+            )
+        if split_prior not in SPLIT_PRIORS:
+            raise ValueError(f"split_prior must be one of {SPLIT_PRIORS}, got {split_prior!r}")
+        self.config = dict(
+            in_channels=in_channels,
+            image_size=image_size,
+            num_levels=num_levels,
+            depth=depth,
+            hidden_channels=hidden_channels,
+            affine=affine,
+            scale_floor=scale_floor,
+            split_prior=split_prior,
+            decode_bound=decode_bound,
+        )
+        self.in_channels = in_channels
+        self.image_size = image_size
+        self.decode_bound = decode_bound
+        self.levels = nn.ModuleList()
+        channels, size = in_channels, image_size
+        shapes = []
+        for i in range(num_levels):
+            last = i == num_levels - 1
+            level = Level(
+                channels,
+                depth,
+                hidden_channels,
+                split=not last,
+                prior=split_prior,
+                affine=affine,
+                scale_floor=scale_floor,
+            )
+            self.levels.append(level)
+            size //= 2
+            shapes.append((level.out_channels, size, size))
+            channels = level.out_channels
+        self.latent_shapes: list[tuple[int, int, int]] = shapes
+
+    @property
+    def num_dims(self) -> int:
+        """Number of input dimensions D = C * H * W (also the total latent size)."""
+        return self.in_channels * self.image_size**2
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        expected = (self.in_channels, self.image_size, self.image_size)
+        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(
+                f"expected input of shape [B, {', '.join(map(str, expected))}], got {list(x.shape)}"
+            )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        self._check_input(x)
+        logdet = x.new_zeros(x.shape[0])
+        log_p = x.new_zeros(x.shape[0])
+        latents = []
+        h = x
+        for level in self.levels:
+            h, u, ld = level(h)
+            logdet = logdet + ld
+            log_p = log_p + standard_normal_logpdf(u)
+            latents.append(u)
+        return log_p, logdet, latents
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample log-density log p(x) of continuous inputs, shape [B]."""
+        log_p, logdet, _ = self(x)
+        return log_p + logdet
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Standardised latents of every level, coarse level last; each element ~ N(0, 1)."""
+        return self(x)[2]
+
+    def decode(self, latents: Sequence[torch.Tensor], *, safe: bool = True) -> torch.Tensor:
+        """Exact inverse of :meth:`encode`."""
+        if len(latents) != len(self.levels):
+            raise ValueError(f"expected {len(self.levels)} latents, got {len(latents)}")
+        for u, shape in zip(latents, self.latent_shapes, strict=True):
+            if tuple(u.shape[1:]) != shape:
+                raise ValueError(
+                    f"latent of shape {list(u.shape[1:])} where {list(shape)} was expected"
+                )
+        bound = self.decode_bound if safe else None
+        h = None
+        for level, u in zip(reversed(self.levels), reversed(list(latents)), strict=True):
+            if bound is not None:
+                u = _bounded(u, bound)
+            h = level.reverse(h, u, bound)
+        return h
+
+    @torch.no_grad()
+    def sample(
+        self,
+        num_samples: int,
+        *,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Decode latents drawn from the prior at ``temperature`` (standard deviation)."""
+        device = next(self.parameters()).device
+        latents = [
+            torch.randn((num_samples, *shape), generator=generator, device=device) * temperature
+            for shape in self.latent_shapes
+        ]
+        return self.decode(latents)
+
+    def actnorm_initialized(self) -> bool:
+        return all(bool(m.initialized) for m in self.modules() if isinstance(m, ActNorm))
+
+    @torch.no_grad()
+    def initialize(self, x: torch.Tensor) -> None:
+        """Data-dependent ActNorm initialisation (each layer sees the activations of the previous,
+        already initialised ones). Layers that are already initialised are left alone."""
+        with _pending_actnorm_init(self):
+            self(x)
+
+
+@contextmanager
+def _pending_actnorm_init(model: nn.Module):
+    layers = [m for m in model.modules() if isinstance(m, ActNorm) and not m.initialized]
+    for layer in layers:
+        layer._init_pending = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer._init_pending = False

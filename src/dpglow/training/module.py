@@ -1,0 +1,191 @@
+"""LightningModule that trains a Glow flow by maximum likelihood (bits per dimension)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torchvision.utils import make_grid, save_image
+
+from dpglow.flow import Glow, bits_per_dim, to_flow_input
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_KEY = "dpglow"
+
+
+class GlowModule(pl.LightningModule):
+    """Wraps a :class:`~dpglow.flow.Glow` built from the architecture arguments and trains it on
+    uint8 chest X-rays (batches ``{"image": uint8 [B, C, H, W], ...}``).
+
+    Metrics: ``train/bpd``, ``val/bpd``, ``test/bpd`` (uniform dequantisation, ``n_bits``).
+    Each validation epoch decodes a fixed set of prior draws at ``sample_temperature`` into an
+    image grid (saved under ``<log dir>/samples`` and sent to the loggers that take images).
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 1,
+        image_size: int = 64,
+        num_levels: int = 4,
+        depth: int = 16,
+        hidden_channels: int = 256,
+        affine: bool = True,
+        scale_floor: float = 0.1,
+        split_prior: str = "fixed",
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        n_bits: int = 8,
+        sample_temperature: float = 0.7,
+        num_samples: int = 16,
+        init_batch_size: int = 256,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        # The architecture is part of the hyperparameters, so a checkpoint rebuilds its own model
+        # (GlowModule.load_from_checkpoint(path)); the optimizer partials stay out of it, so a
+        # checkpoint holds plain data only (loadable with weights_only=True).
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
+        self.net = Glow(
+            in_channels=in_channels,
+            image_size=image_size,
+            num_levels=num_levels,
+            depth=depth,
+            hidden_channels=hidden_channels,
+            affine=affine,
+            scale_floor=scale_floor,
+            split_prior=split_prior,
+        )
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.n_bits = n_bits
+        self._noise: torch.Generator | None = None
+        self._noise_state: torch.Tensor | None = None
+
+    # -- data ---------------------------------------------------------------------------------
+    def _noise_generator(self) -> torch.Generator:
+        """Generator for dequantisation noise, seeded per rank and saved in checkpoints, so that a
+        resumed run draws the same noise as an uninterrupted one."""
+        if self._noise is None or self._noise.device != self.device:
+            self._noise = torch.Generator(device=self.device)
+            self._noise.manual_seed(self.hparams.seed * 1000 + self.global_rank)
+            if self._noise_state is not None:
+                self._noise.set_state(self._noise_state)
+                self._noise_state = None
+        return self._noise
+
+    def _bpd(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        x = to_flow_input(images, n_bits=self.n_bits, dequantize=True, generator=generator)
+        return bits_per_dim(self.net.log_prob(x), num_dims=self.net.num_dims, n_bits=self.n_bits)
+
+    # -- ActNorm initialisation ---------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        # Runs on every rank before the model is wrapped for DDP; DDP then broadcasts rank 0's
+        # parameters and buffers, so all ranks start from one initialisation. A resumed or loaded
+        # model has initialized=1 in its buffers and is left alone.
+        if stage != "fit" or self.net.actnorm_initialized() or self.trainer.ckpt_path:
+            return
+        datamodule = self.trainer.datamodule
+        if datamodule is not None and hasattr(datamodule, "init_batch"):
+            images = datamodule.init_batch(self.hparams.init_batch_size)
+        else:
+            images = next(iter(self.trainer.fit_loop._data_source.dataloader()))["image"]
+        gen = torch.Generator().manual_seed(self.hparams.seed)
+        x = to_flow_input(images, n_bits=self.n_bits, dequantize=True, generator=gen)
+        # The strategy moves the model to its device only after setup(); initialising there
+        # already keeps a 256 px initialisation off the CPU.
+        device = self.trainer.strategy.root_device
+        self.net.to(device)
+        self.net.initialize(x.to(device))
+        log.info("ActNorm initialised from %d training images", len(images))
+
+    # -- steps --------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self._bpd(batch["image"], self._noise_generator()).mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"train/bpd became {loss.item()} at step {self.global_step}: lower the learning "
+                "rate, lengthen the warm-up or clip gradients harder (trainer.gradient_clip_val)."
+            )
+        self.log("train/bpd", loss, prog_bar=True, batch_size=len(batch["image"]))
+        return loss
+
+    def _eval_step(self, stage: str, batch: dict, batch_idx: int) -> None:
+        # A fixed generator per batch makes val/test bpd comparable across epochs and runs.
+        gen = torch.Generator(device=self.device).manual_seed(10_007 + batch_idx)
+        bpd = self._bpd(batch["image"], gen)
+        self.log(f"{stage}/bpd", bpd.mean(), prog_bar=True, batch_size=len(bpd), sync_dist=True)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step("val", batch, batch_idx)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step("test", batch, batch_idx)
+
+    # -- samples ------------------------------------------------------------------------------
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        if self.hparams.num_samples <= 0:
+            return
+        gen = torch.Generator(device=self.device).manual_seed(self.hparams.seed)
+        samples = self.net.sample(
+            self.hparams.num_samples, temperature=self.hparams.sample_temperature, generator=gen
+        )
+        grid = make_grid((samples + 0.5).clamp(0, 1), nrow=int(self.hparams.num_samples**0.5))
+        name = f"samples_epoch{self.current_epoch:03d}_step{self.global_step:06d}.png"
+        out_dir = Path(self.trainer.default_root_dir) / "samples"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_image(grid, out_dir / name)
+        caption = f"T={self.hparams.sample_temperature}, step {self.global_step}"
+        for logger in self.loggers:
+            if hasattr(logger, "log_image"):  # W&B
+                logger.log_image("val/samples", [grid], step=self.global_step, caption=[caption])
+            elif hasattr(getattr(logger, "experiment", None), "add_image"):  # TensorBoard
+                logger.experiment.add_image("val/samples", grid, self.global_step)
+
+    # -- optimisation -------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict:
+        if self.optimizer_factory is None:
+            raise ValueError(
+                "GlowModule needs an optimizer to train (model.optimizer in the config)"
+            )
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[CHECKPOINT_KEY] = {
+            "net_class": f"{type(self.net).__module__}.{type(self.net).__qualname__}",
+            "net_config": dict(self.net.config),
+            "n_bits": self.n_bits,
+            "noise_state": self._noise_generator().get_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get(CHECKPOINT_KEY, {})
+        config = saved.get("net_config")
+        if config is not None and config != dict(self.net.config):
+            diff = {
+                k: (v, self.net.config.get(k))
+                for k, v in config.items()
+                if self.net.config.get(k) != v
+            }
+            raise ValueError(
+                "checkpoint architecture does not match the configured model "
+                f"(key: (checkpoint, config)): {diff}. Use the model config the checkpoint was "
+                "trained with, e.g. model.depth=..., or another checkpoint."
+            )
+        self._noise_state = saved.get("noise_state")
+        self._noise = None

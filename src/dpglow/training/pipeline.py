@@ -1,0 +1,94 @@
+"""``train(cfg)``, the plain function behind ``src/train.py`` (tests call it directly)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from dpglow.evaluation.codecs import codec_bits_per_dim
+from dpglow.flow import to_flow_input
+from dpglow.training.callbacks import StepTimer, peak_rss_mb
+from dpglow.training.module import GlowModule
+from dpglow.utils.instantiate import instantiate_callbacks, instantiate_loggers
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """Fit the flow, test the best checkpoint, and write ``splits.csv`` and ``summary.json``
+    into ``cfg.paths.output_dir``. Returns (metrics, objects)."""
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+
+    log.info("data: %s", cfg.data._target_)
+    datamodule: pl.LightningDataModule = instantiate(cfg.data)
+    model: GlowModule = instantiate(cfg.model)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    config = OmegaConf.to_container(cfg, resolve=True)
+    for logger in loggers:
+        logger.log_hyperparams(config)
+
+    start = time.perf_counter()
+    trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_seconds = time.perf_counter() - start
+    if trainer.is_global_zero and hasattr(datamodule, "save_splits"):
+        datamodule.save_splits(output_dir / "splits.csv")
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+    if cfg.get("test"):
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+        if best is None:
+            log.warning("no best checkpoint was saved: testing the current weights")
+        trainer.test(model=model, datamodule=datamodule, ckpt_path=best, weights_only=True)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        if trainer.is_global_zero and not trainer.fast_dev_run:
+            metrics.update(_held_out_checks(model, datamodule))
+
+    if trainer.is_global_zero:
+        summary = {
+            "metrics": metrics,
+            "global_step": trainer.global_step,
+            "epochs": trainer.current_epoch,
+            "fit_seconds": round(fit_seconds, 1),
+            "seconds_per_step": round(fit_seconds / max(trainer.global_step, 1), 4),
+            "best_checkpoint": getattr(trainer.checkpoint_callback, "best_model_path", None),
+            "num_parameters": sum(p.numel() for p in model.parameters()),
+            "batch_size": getattr(datamodule, "batch_size", None),
+            "device": str(trainer.strategy.root_device),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+        }
+        for callback in callbacks:
+            if isinstance(callback, StepTimer):
+                summary.update(callback.summary(model))
+        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        log.info("summary: %s", json.dumps(summary))
+        for logger in loggers:
+            logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("test/")})
+    return metrics, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
+
+
+@torch.no_grad()
+def _held_out_checks(model: GlowModule, datamodule: Any, max_images: int = 256) -> dict[str, float]:
+    """Codec baselines on the very same test images, and the float32 inverse error."""
+    images = torch.cat([b["image"] for b in datamodule.test_dataloader()])
+    codecs = codec_bits_per_dim(images.numpy())
+    net = model.net.eval()
+    x = to_flow_input(images[:max_images], n_bits=model.n_bits).to(model.device)
+    errors = [(net.decode(net.encode(chunk)) - chunk).abs().amax().item() for chunk in x.split(64)]
+    checks = {f"test/{k}": v for k, v in codecs.items()}
+    checks["test/inverse_max_abs_error"] = max(errors)
+    log.info("held-out checks: %s", checks)
+    return checks

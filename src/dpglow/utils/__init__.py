@@ -1,0 +1,1 @@
+"""Small helpers shared by the entry points: config resolvers, instantiation, run files."""

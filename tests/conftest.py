@@ -1,0 +1,103 @@
+"""Shared fixtures: composed Hydra configs shrunk to tiny models, and the real data folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+import dpglow.utils.config  # noqa: F401  (registers resolvers)
+from dpglow.data import default_data_dir
+
+pytest_plugins = ["data.fixtures"]
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+
+
+TINY_MODEL = [
+    "model=glow_32",
+    "model.num_levels=2",
+    "model.depth=1",
+    "model.hidden_channels=8",
+    "model.num_samples=4",
+    "model.init_batch_size=16",
+    "model.scheduler.warmup_steps=2",
+]
+
+
+def tiny_overrides(tmp_path: Path, tiny_model: bool = True) -> list[str]:
+    """A model (unless ``tiny_model=False``) and trainer small enough for 2 CPU cores."""
+    return [
+        *(TINY_MODEL if tiny_model else []),
+        "data.batch_size=4",
+        "data.max_images=48",
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "trainer.num_sanity_val_steps=0",
+        "logger=csv",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ]
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    found = default_data_dir()
+    if found is None:
+        pytest.skip(
+            "no chest X-ray data: put ../shared/data beside the checkout or set DPGLOW_DATA_DIR"
+        )
+    return found
+
+
+@pytest.fixture
+def compose_train(tmp_path: Path, data_dir: Path) -> Callable[..., DictConfig]:
+    """compose_train(*overrides, output_dir=None, tiny_model=True) -> a ready-to-run config."""
+
+    def _compose(
+        *overrides: str, output_dir: Path | None = None, tiny_model: bool = True
+    ) -> DictConfig:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+            cfg = compose(
+                config_name="train",
+                return_hydra_config=True,
+                overrides=[*tiny_overrides(tmp_path, tiny_model), *overrides],
+            )
+        out = output_dir or tmp_path / "run"
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(out)
+            cfg.hydra.runtime.output_dir = str(out)
+            cfg.hydra.job.num = 0
+        HydraConfig().set_config(cfg)
+        return cfg
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+def run_entry(script: str, *args: str, cwd: Path = ROOT, env: dict | None = None, timeout=600):
+    """Run ``python src/<script> args`` as a user would; returns the CompletedProcess."""
+    full_env = os.environ | {"WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"} | (env or {})
+    return subprocess.run(
+        [sys.executable, str(ROOT / "src" / script), *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

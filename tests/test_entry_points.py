@@ -1,0 +1,117 @@
+"""`python src/train.py ...` as a user runs it: every data module, a multirun, clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY_MODEL, run_entry
+
+FAST = [*TINY_MODEL, "debug=fast_dev_run", "data.batch_size=4", "trainer.enable_progress_bar=false"]
+
+
+def _args(tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        *FAST,
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        *extra,
+    ]
+
+
+def _check_ok(proc, run_dir: Path) -> dict:
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["global_step"] == 1
+    assert {"train/bpd", "val/bpd", "test/bpd"} <= set(summary["metrics"])
+    return summary
+
+
+@pytest.mark.parametrize("data", ["nih", "pediatric"])
+def test_fast_dev_run_on_bundled_data(tmp_path, data, data_dir):
+    proc = run_entry("train.py", *_args(tmp_path, f"data={data}", "data.max_images=60"))
+    _check_ok(proc, tmp_path / "run")
+    assert (tmp_path / "run" / "splits.csv").is_file()
+
+
+def test_fast_dev_run_chexpert(tmp_path, tiny_chexpert):
+    proc = run_entry(
+        "train.py",
+        *_args(tmp_path, "data=chexpert", f"data.root={tiny_chexpert}", "data.val_fraction=0.2"),
+    )
+    _check_ok(proc, tmp_path / "run")
+
+
+def test_fast_dev_run_folder(tmp_path, gray_images):
+    folder = tmp_path / "my_xrays" / "nested"
+    folder.mkdir(parents=True)
+    for src in gray_images[:12]:
+        shutil.copyfile(src, folder / src.name)
+    proc = run_entry("train.py", *_args(tmp_path, "data=folder", f"data.root={folder.parent}"))
+    _check_ok(proc, tmp_path / "run")
+
+
+@pytest.mark.parametrize("flag", ["chestmnist", "pneumoniamnist"])
+def test_fast_dev_run_medmnist_offline(tmp_path, flag, medmnist_root):
+    proc = run_entry(
+        "train.py",
+        *_args(
+            tmp_path,
+            f"data={flag}",
+            f"data.root={medmnist_root}",
+            "model.image_size=64",
+            "model.num_levels=2",
+        ),
+    )
+    _check_ok(proc, tmp_path / "run")
+
+
+def test_multirun_sweeps_depth(tmp_path, data_dir):
+    sweep = tmp_path / "sweep"
+    proc = run_entry(
+        "train.py",
+        "-m",
+        *[a for a in FAST if not a.startswith("model.depth")],
+        "data=nih",
+        "data.max_images=40",
+        "model.depth=1,2",
+        f"hydra.sweep.dir={sweep}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for job, depth in (("0", 1), ("1", 2)):
+        summary = json.loads((sweep / job / "summary.json").read_text())
+        assert summary["global_step"] == 1
+        overrides = (sweep / job / ".hydra" / "overrides.yaml").read_text()
+        assert f"model.depth={depth}" in overrides
+
+
+def test_missing_dataset_root_says_what_to_do(tmp_path):
+    proc = run_entry("train.py", *_args(tmp_path, "data=nih", f"data.root={tmp_path / 'nowhere'}"))
+    assert proc.returncode != 0
+    message = proc.stderr + proc.stdout
+    assert "nowhere" in message
+    assert "data.root=" in message and "DPGLOW_DATA_DIR" in message and "chestmnist" in message
+
+
+def test_no_data_dir_anywhere_says_what_to_do(tmp_path):
+    # A copy of the entry point and configs, away from ../shared/data, with no env var.
+    proc = run_entry(
+        "train.py", *_args(tmp_path, "paths.data_dir='<no-data-dir>'"), env={"DPGLOW_DATA_DIR": ""}
+    )
+    assert proc.returncode != 0
+    assert "DPGLOW_DATA_DIR" in proc.stderr + proc.stdout
+
+
+def test_wandb_logger_runs_offline(tmp_path, data_dir):
+    proc = run_entry(
+        "train.py",
+        *_args(tmp_path, "data=nih", "data.max_images=40", "logger=wandb"),
+        env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"},
+    )
+    _check_ok(proc, tmp_path / "run")
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert runs, "no offline W&B run was written"
