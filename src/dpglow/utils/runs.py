@@ -21,5 +21,5 @@ def run_task(task: Callable[[DictConfig], tuple[dict, dict]], cfg: DictConfig) -
             import wandb
 
             if wandb.run is not None:
-                log.info("closing W&B run %s", wandb.run.name)
+                log.info("closing W&B run %s", wandb.run.id)
                 wandb.finish()
