@@ -1,0 +1,84 @@
+"""Load a flow from an (untrusted) training checkpoint without executing pickled code."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dpglow.flow import Glow
+from dpglow.training.module import CHECKPOINT_KEY
+
+
+class CheckpointError(ValueError):
+    """The checkpoint is missing, unsafe, not a dpglow flow, or not the configured architecture."""
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_flow(
+    path: str | Path, *, expected: Mapping[str, Any] | None = None, map_location: str = "cpu"
+) -> tuple[Glow, dict[str, Any]]:
+    """Rebuild the Glow stored in a ``GlowModule`` checkpoint.
+
+    ``weights_only=True`` loading refuses pickled code, so a checkpoint from elsewhere cannot run
+    anything. ``expected`` (architecture keys, e.g. from ``model=glow_64``) must match the stored
+    architecture, else a :class:`CheckpointError` lists the differences.
+    Returns the flow (eval mode) and ``{"sha256", "n_bits", "net_config", "path"}``.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not exist: pass ckpt_path=<...>/checkpoints/last.ckpt "
+            "of a run of `python src/train.py`"
+        )
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"refusing {path}: it holds pickled objects beyond tensors and plain data, which could "
+            f"execute code when loaded ({str(err).splitlines()[0]}). Use a checkpoint written by "
+            "dpglow's training."
+        ) from err
+    except Exception as err:  # truncated or not a torch file at all
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+    meta = ckpt.get(CHECKPOINT_KEY) if isinstance(ckpt, dict) else None
+    if not meta or "net_config" not in meta or "state_dict" not in ckpt:
+        raise CheckpointError(
+            f"{path} is not a dpglow flow checkpoint (no '{CHECKPOINT_KEY}' section): train one "
+            "with `python src/train.py`"
+        )
+    config = dict(meta["net_config"])
+    if expected:
+        diff = {k: (config.get(k), v) for k, v in expected.items() if config.get(k) != v}
+        if diff:
+            shown = ", ".join(
+                f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in diff.items()
+            )
+            raise CheckpointError(
+                f"checkpoint {path} does not match the configured model ({shown}). Drop the "
+                "model=... override to use the checkpoint's own architecture, or pick the "
+                "checkpoint trained with this model."
+            )
+    flow = Glow(**config)
+    state = {k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    flow.load_state_dict(state)
+    if not flow.actnorm_initialized():
+        raise CheckpointError(f"{path} holds an untrained flow (ActNorm never initialised)")
+    info = {
+        "path": str(path.resolve()),
+        "sha256": file_sha256(path),
+        "n_bits": int(meta.get("n_bits", 8)),
+        "net_config": config,
+    }
+    return flow.eval(), info

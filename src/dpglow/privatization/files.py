@@ -1,0 +1,83 @@
+"""Input listing, output naming and atomic writes: a killed run never leaves a partial file."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from dpglow.data.io import DICOM_SUFFIXES
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", *DICOM_SUFFIXES)
+
+
+def check_folders(input_dir: str | Path, output_dir: str | Path) -> tuple[Path, Path]:
+    """Resolve both folders; refuse an output folder that is, or lies inside, the input folder."""
+    src = Path(input_dir).expanduser().resolve()
+    dst = Path(output_dir).expanduser().resolve()
+    if not src.is_dir():
+        raise FileNotFoundError(
+            f"input_dir {str(src)!r} is not a folder: pass input_dir=<folder of images>"
+        )
+    if dst == src or src in dst.parents:
+        raise ValueError(
+            f"output_dir {str(dst)!r} lies inside input_dir {str(src)!r}: dpglow never writes into "
+            "the input folder. Choose an output_dir outside it."
+        )
+    return src, dst
+
+
+def iter_inputs(root: Path) -> Iterator[tuple[Path, str]]:
+    """Yield (path, relative output name) for every image below ``root``, lazily, sorted per folder.
+
+    Outputs keep the relative path with a ``.png`` suffix; where two inputs of one folder share a
+    stem (``a.jpg``, ``a.dcm``) they keep their full name (``a.jpg.png``) so neither overwrites
+    the other.
+    """
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        images = sorted(f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES)
+        stems = [Path(f).stem for f in images]
+        for name, stem in zip(images, stems, strict=True):
+            path = Path(folder) / name
+            rel = path.relative_to(root)
+            unique = stems.count(stem) == 1 or Path(name).suffix.lower() == ".png"
+            out = rel.with_suffix(".png") if unique else rel.with_name(name + ".png")
+            yield path, out.as_posix()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path``, fsync, then rename over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_png(path: Path, image: np.ndarray) -> None:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8), mode="L").save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def remove_stale_temporaries(root: Path) -> int:
+    """Delete temporaries left by a killed run (never complete outputs)."""
+    count = 0
+    if root.is_dir():
+        for tmp in root.rglob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+            count += 1
+    return count

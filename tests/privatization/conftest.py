@@ -1,0 +1,99 @@
+"""A small flow trained for a few steps on real pediatric X-rays, shared by the tests here."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+from PIL import Image
+
+from conftest import CONF_DIR, tiny_overrides
+from dpglow.data import default_data_dir
+from dpglow.privatization.checkpoint import load_flow
+
+
+@pytest.fixture(scope="session")
+def trained_ckpt(tmp_path_factory) -> Path:
+    """glow_32 (L=2, K=2, width 16) after 40 steps on pediatric X-rays."""
+    if default_data_dir() is None:
+        pytest.skip("no chest X-ray data")
+    from dpglow.training.pipeline import train
+
+    tmp = tmp_path_factory.mktemp("flow")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose(
+            config_name="train",
+            return_hydra_config=True,
+            overrides=[
+                *tiny_overrides(tmp),
+                "data=pediatric",
+                "model.depth=2",
+                "model.hidden_channels=16",
+                "model.optimizer.lr=1e-3",
+                "data.max_images=200",
+                "data.batch_size=8",
+                "trainer.limit_train_batches=40",
+                "test=false",
+            ],
+        )
+    GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp / "run")
+        cfg.hydra.runtime.output_dir = str(tmp / "run")
+        cfg.hydra.job.num = 0
+    HydraConfig().set_config(cfg)
+    train(cfg)
+    return tmp / "run" / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def flow(trained_ckpt):
+    return load_flow(trained_ckpt)[0]
+
+
+@pytest.fixture(scope="session")
+def xray_batch(flow) -> torch.Tensor:  # noqa: F821
+    import torch
+
+    from dpglow.data import read_image
+
+    paths = sorted((default_data_dir() / "pediatric_pneumonia224" / "images").glob("*.png"))[:16]
+    return torch.stack([torch.tensor(read_image(p, flow.image_size))[None] for p in paths])
+
+
+@pytest.fixture
+def input_folder(tmp_path) -> Path:
+    """Real X-rays in nested folders, plus odd and corrupt files."""
+    data = default_data_dir()
+    if data is None:
+        pytest.skip("no chest X-ray data")
+    src = sorted((data / "pediatric_pneumonia224" / "images").glob("*.png"))
+    root = tmp_path / "hospital"
+    (root / "ward_a").mkdir(parents=True)
+    (root / "ward_b" / "deep").mkdir(parents=True)
+    for i, path in enumerate(src[:6]):
+        shutil.copyfile(path, root / ("ward_a" if i < 3 else "ward_b/deep") / path.name)
+    # RGB JPEG of a real image, non-square
+    rgb = Image.open(src[6]).convert("RGB").resize((200, 160))
+    rgb.save(root / "ward_a" / "colour.jpg", quality=90)
+    # 16-bit PNG
+    arr16 = (np.asarray(Image.open(src[7]), dtype=np.uint16) * 257 // 16).astype(np.uint16)
+    Image.fromarray(arr16).save(root / "ward_b" / "sixteen.png")
+    # a stem shared by two files in one folder
+    shutil.copyfile(src[8], root / "ward_a" / "twin.png")
+    Image.open(src[9]).convert("L").save(root / "ward_a" / "twin.jpg")
+    # truncated PNG
+    blob = src[10].read_bytes()
+    (root / "ward_a" / "broken.png").write_bytes(blob[: len(blob) // 3])
+    # not an image at all, with an image suffix
+    (root / "notes.png").write_text("this is not a PNG")
+    # a text file that is not an image: ignored
+    (root / "README.txt").write_text("scans")
+    return root

@@ -1,0 +1,215 @@
+"""`python src/privatize.py ...` end to end on real X-rays with odd and corrupt files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import ROOT, run_entry
+from dpglow.privatization.checkpoint import CheckpointError, load_flow
+
+
+def _manifest(out):
+    with open(out / "manifest.csv", newline="") as fh:
+        return {row["input"]: row for row in csv.DictReader(fh)}
+
+
+def _args(ckpt, src, out, *extra):
+    return [
+        f"ckpt_path={ckpt}",
+        f"input_dir={src}",
+        f"output_dir={out}",
+        "batch_size=4",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={out.parent / 'logs'}",
+        *extra,
+    ]
+
+
+def _write_dicom(path, pixels: np.ndarray) -> None:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate = "Doe^Jane", "HOSP-12345", "19700101"
+    ds.InstitutionName, ds.StudyDate, ds.AccessionNumber = "General Hospital", "20240102", "A77"
+    ds.Modality, ds.ViewPosition = "DX", "PA"
+    ds.add_new(0x00291010, "LO", "private vendor data")
+    arr = pixels.astype(np.uint16) * 16
+    ds.Rows, ds.Columns = arr.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = arr.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_privatize_command_end_to_end(trained_ckpt, input_folder, tmp_path):
+    pixels = np.asarray(Image.open(next((input_folder / "ward_a").glob("*.png"))).convert("L"))
+    _write_dicom(input_folder / "ward_b" / "scan.dcm", pixels)
+    out = tmp_path / "release"
+    proc = run_entry(
+        "privatize.py",
+        *_args(
+            trained_ckpt, input_folder, out, "privacy=laplace_l1", "epsilon=1", "dicom_output=true"
+        ),
+    )
+    # Two corrupt inputs: the run finishes the rest, then exits non-zero.
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    rows = _manifest(out)
+    failed = {k for k, r in rows.items() if r["status"] == "failed"}
+    assert failed == {"ward_a/broken.png", "notes.png"}
+    assert all(rows[k]["error"] for k in failed)
+    ok = {k: r for k, r in rows.items() if r["status"] == "ok"}
+    assert len(ok) == 6 + 5  # 6 PNGs, colour.jpg, sixteen.png, twin.png, twin.jpg, scan.dcm
+    assert rows["ward_a/twin.jpg"]["output"] == "ward_a/twin.jpg.png"
+    assert rows["ward_a/twin.png"]["output"] == "ward_a/twin.png"
+    assert rows["ward_b/scan.dcm"]["output"] == "ward_b/scan.png"
+    for row in ok.values():
+        img = Image.open(out / row["output"])
+        assert img.mode == "L" and img.size == (32, 32)
+    assert not list(input_folder.rglob("*.tmp")) and not (input_folder / "manifest.csv").exists()
+
+    report = json.loads((out / "privacy_report.json").read_text())
+    record = report["record"]
+    assert record["mechanism"] == "laplace_l1" and record["epsilon_per_image"] == 1.0
+    assert record["d"] == 32 * 32 and record["noise_source"] == "os_entropy"
+    assert report["private"] is True
+    assert report["checkpoint"]["sha256"] and report["counts"]["failed"] == 2
+
+    import pydicom
+
+    ds = pydicom.dcmread(out / "ward_b" / "scan.dcm")
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "InstitutionName", "StudyDate"):
+        assert keyword not in ds, keyword
+    assert ds.PatientIdentityRemoved == "YES" and ds.Modality == "DX"
+    assert not any(elem.tag.is_private for elem in ds)
+    assert ds.pixel_array.shape == (32, 32)
+    png = np.asarray(Image.open(out / "ward_b" / "scan.png"))
+    assert np.array_equal(ds.pixel_array, png)
+
+    # A re-run resumes: nothing finished is redone, the failures are tried again.
+    mtimes = {k: (out / r["output"]).stat().st_mtime_ns for k, r in ok.items()}
+    again = run_entry(
+        "privatize.py",
+        *_args(
+            trained_ckpt, input_folder, out, "privacy=laplace_l1", "epsilon=1", "dicom_output=true"
+        ),
+    )
+    assert again.returncode == 1
+    assert json.loads((out / "privacy_report.json").read_text())["counts"]["written_this_run"] == 0
+    assert {k: (out / r["output"]).stat().st_mtime_ns for k, r in ok.items()} == mtimes
+
+    # Other settings into the same folder are refused: one folder, one release.
+    other = run_entry(
+        "privatize.py", *_args(trained_ckpt, input_folder, out, "privacy=laplace_l1", "epsilon=5")
+    )
+    assert other.returncode != 0 and "other settings" in other.stderr
+
+
+def test_refuses_output_inside_input(trained_ckpt, input_folder):
+    proc = run_entry("privatize.py", *_args(trained_ckpt, input_folder, input_folder / "private"))
+    assert proc.returncode != 0
+    assert "inside input_dir" in proc.stderr
+    assert not (input_folder / "private").exists()
+
+
+def test_killed_run_resumes_to_complete_valid_outputs(trained_ckpt, tmp_path, data_dir):
+    src = tmp_path / "many"
+    src.mkdir()
+    for path in sorted((data_dir / "pediatric_pneumonia224" / "images").glob("*.png"))[:160]:
+        os.symlink(path, src / path.name)
+    out = tmp_path / "release"
+    args = _args(trained_ckpt, src, out, "privacy=laplace_l1", "epsilon=2", "batch_size=2")
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "src" / "privatize.py"), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(out.glob("*.png"))) < 20:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    written = len(list(out.glob("*.png")))
+    assert 20 <= written < 160, "the run was not interrupted mid-way"
+    resumed = run_entry("privatize.py", *args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    outputs = sorted(out.glob("*.png"))
+    assert len(outputs) == 160
+    for path in outputs:
+        with Image.open(path) as img:
+            img.load()  # raises on a truncated file
+            assert img.size == (32, 32)
+    assert not list(out.glob(".*.tmp"))
+    rows = _manifest(out)
+    assert len(rows) == 160 and {r["status"] for r in rows.values()} == {"ok"}
+
+
+def test_untrusted_checkpoints_are_refused(trained_ckpt, tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "dpglow": {"net_config": {}}, "x": Payload()}, evil)
+    with pytest.raises(CheckpointError, match="pickled"):
+        load_flow(evil)
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_flow(trained_ckpt, expected={"image_size": 64, "depth": 2})
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_flow(tmp_path / "missing.ckpt")
+
+
+def test_architecture_mismatch_via_command(trained_ckpt, input_folder, tmp_path):
+    proc = run_entry(
+        "privatize.py", *_args(trained_ckpt, input_folder, tmp_path / "out", "model=glow_64")
+    )
+    assert proc.returncode != 0 and "does not match the configured model" in proc.stderr
+
+
+def test_sweep_over_epsilon_and_an_image_baseline(trained_ckpt, tmp_path, data_dir):
+    src = tmp_path / "few"
+    src.mkdir()
+    for path in sorted((data_dir / "pediatric_pneumonia224" / "images").glob("*.png"))[:4]:
+        os.symlink(path, src / path.name)
+    sweep = tmp_path / "sweep"
+    proc = run_entry(
+        "privatize.py", "-m", f"ckpt_path={trained_ckpt}", f"input_dir={src}",
+        "privacy=laplace_elementwise,dp_pix", "epsilon=1,inf", "noise_seed=0",
+        "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reports = [
+        json.loads(p.read_text()) for p in sorted(sweep.glob("*/images/privacy_report.json"))
+    ]
+    assert len(reports) == 4
+    seen = {(r["record"]["mechanism"], r["record"]["epsilon_per_image"]) for r in reports}
+    assert seen == {
+        ("laplace_elementwise", 1.0), ("laplace_elementwise", float("inf")),
+        ("dp_pix", 1.0), ("dp_pix", float("inf")),
+    }  # fmt: skip
+    for report in reports:
+        assert report["private"] is False  # noise_seed: reproducible, hence not private
+        assert report["counts"]["ok"] == 4
+        assert report["record"]["d"] == (
+            32 * 32 if report["record"]["mechanism"] != "dp_pix" else 64
+        )
