@@ -125,3 +125,24 @@ def test_trained_64px_model_inverts_to_float32_precision(compose_train, tmp_path
     with torch.no_grad():
         err = (net.decode(net.encode(x)) - x).abs().max().item()
     assert err < 1e-4, err
+
+
+def test_actnorm_initialised_from_first_batch_without_a_datamodule(tmp_path):
+    """Plain dataloaders (no init_batch): ActNorm is initialised once, from the first batch."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    images = torch.randint(0, 256, (16, 1, 16, 16), dtype=torch.uint8)
+    loader = DataLoader([{"image": im} for im in images], batch_size=8)
+    model = GlowModule(
+        image_size=16, num_levels=2, depth=1, hidden_channels=8, num_samples=0,
+        optimizer=lambda params: torch.optim.Adam(params, lr=1e-4),
+    )  # fmt: skip
+    assert not model.net.actnorm_initialized()
+    trainer = pl.Trainer(
+        max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(model, train_dataloaders=loader)
+    assert model.net.actnorm_initialized()
+    assert trainer.global_step == 2

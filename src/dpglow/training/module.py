@@ -91,17 +91,29 @@ class GlowModule(pl.LightningModule):
         if stage != "fit" or self.net.actnorm_initialized() or self.trainer.ckpt_path:
             return
         datamodule = self.trainer.datamodule
-        if datamodule is not None and hasattr(datamodule, "init_batch"):
-            images = datamodule.init_batch(self.hparams.init_batch_size)
-        else:
-            images = next(iter(self.trainer.fit_loop._data_source.dataloader()))["image"]
-        gen = torch.Generator().manual_seed(self.hparams.seed)
-        x = to_flow_input(images, n_bits=self.n_bits, dequantize=True, generator=gen)
+        if datamodule is None or not hasattr(datamodule, "init_batch"):
+            return  # initialised from the first training batch in on_train_start
+        images = datamodule.init_batch(self.hparams.init_batch_size)
         # The strategy moves the model to its device only after setup(); initialising there
         # already keeps a 256 px initialisation off the CPU.
         device = self.trainer.strategy.root_device
         self.net.to(device)
-        self.net.initialize(x.to(device))
+        self._initialize_actnorm(images.to(device))
+
+    def on_train_start(self) -> None:
+        if self.net.actnorm_initialized():
+            return
+        images = next(iter(self.trainer.train_dataloader))["image"].to(self.device)
+        self._initialize_actnorm(images)
+        # The model is already wrapped here: make every rank use rank 0's initialisation.
+        state = {k: v for k, v in self.net.state_dict().items() if ".actnorm." in k}
+        state = self.trainer.strategy.broadcast(state, src=0)
+        self.net.load_state_dict({k: v.to(self.device) for k, v in state.items()}, strict=False)
+
+    def _initialize_actnorm(self, images: torch.Tensor) -> None:
+        gen = torch.Generator(device=images.device).manual_seed(self.hparams.seed)
+        x = to_flow_input(images, n_bits=self.n_bits, dequantize=True, generator=gen)
+        self.net.initialize(x)
         log.info("ActNorm initialised from %d training images", len(images))
 
     # -- steps --------------------------------------------------------------------------------
