@@ -137,7 +137,7 @@ def test_killed_run_resumes_to_complete_valid_outputs(trained_ckpt, tmp_path, da
     for path in sorted((data_dir / "pediatric_pneumonia224" / "images").glob("*.png"))[:160]:
         os.symlink(path, src / path.name)
     out = tmp_path / "release"
-    args = _args(trained_ckpt, src, out, "privacy=laplace_l1", "epsilon=2", "batch_size=2")
+    args = _args(trained_ckpt, src, out, "privacy=laplace_l1", "epsilon=2", "batch_size=1")
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "src" / "privatize.py"), *args],
         stdout=subprocess.DEVNULL,
