@@ -37,6 +37,16 @@ class _ImageMechanism(Mechanism):
                 f"{self.name} expects images in [0, 1], got values in [{low:.3g}, {high:.3g}]"
             )
 
+    def _calibration(self, shape: tuple[int, ...], d: int) -> dict[str, Any]:
+        # Each of the d released values (pixels or cell means) lies in [0, 1]: L1 sensitivity d.
+        return {
+            "clip": None,
+            "sensitivity": float(d),
+            "epsilon_per_element": self.epsilon / d,
+            "epsilon_per_image": self.epsilon,
+            "noise_scale": d / self.epsilon,
+        }
+
 
 class PixelLaplace(_ImageMechanism):
     """``pixel_laplace``: Laplace(0, D / epsilon) on each of the D = C*H*W pixels in [0, 1].
@@ -49,15 +59,6 @@ class PixelLaplace(_ImageMechanism):
 
     def statistic(self, x: torch.Tensor) -> torch.Tensor:
         return x.clamp(0.0, 1.0)
-
-    def _calibration(self, shape: tuple[int, ...], d: int) -> dict[str, Any]:
-        return {
-            "clip": None,
-            "sensitivity": float(d),
-            "epsilon_per_element": self.epsilon / d,
-            "epsilon_per_image": self.epsilon,
-            "noise_scale": d / self.epsilon,
-        }
 
 
 class DPPix(_ImageMechanism):
@@ -89,15 +90,6 @@ class DPPix(_ImageMechanism):
                 f"dp_pix: image size {height}x{width} is not divisible by cell={self.cell}"
             )
         return channels * (height // self.cell) * (width // self.cell)
-
-    def _calibration(self, shape: tuple[int, ...], d: int) -> dict[str, Any]:
-        return {
-            "clip": None,
-            "sensitivity": float(d),
-            "epsilon_per_element": self.epsilon / d,
-            "epsilon_per_image": self.epsilon,
-            "noise_scale": d / self.epsilon,
-        }
 
     def _params(self) -> dict[str, Any]:
         return {"epsilon": self.epsilon, "cell": self.cell}
