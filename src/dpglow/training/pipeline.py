@@ -32,7 +32,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     log.info("data: %s", cfg.data._target_)
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
-    model: GlowModule = instantiate(cfg.model)
+    extra = {}
+    if "pathologies" in cfg.model and cfg.model.pathologies is None:
+        # A classifier's outputs are the dataset's labels, known once its records are read.
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        extra["pathologies"] = list(datamodule.pathologies)
+    model: pl.LightningModule = instantiate(cfg.model, **extra)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -54,7 +60,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             log.warning("no best checkpoint was saved: testing the current weights")
         trainer.test(model=model, datamodule=datamodule, ckpt_path=best, weights_only=True)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
-        if trainer.is_global_zero and not trainer.fast_dev_run:
+        if trainer.is_global_zero and not trainer.fast_dev_run and isinstance(model, GlowModule):
             metrics.update(_held_out_checks(model, datamodule))
 
     if trainer.is_global_zero:

@@ -1,0 +1,168 @@
+"""LightningModule around torchxrayvision's DenseNet: own weights trained on the training split, or
+pretrained weights by name where they can be downloaded."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from dpglow.classifier.contract import to_xrv_input
+
+log = logging.getLogger(__name__)
+
+
+class PretrainedWeightsError(RuntimeError):
+    """Pretrained torchxrayvision weights could not be obtained (e.g. no internet)."""
+
+
+def masked_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy over the known labels only (NaN = unknown, never a negative)."""
+    known = ~torch.isnan(labels)
+    if not known.any():
+        return logits.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(logits[known], labels[known])
+
+
+def _load_pretrained(weights: str, pathologies: Sequence[str]) -> tuple[torch.nn.Module, list[int]]:
+    import torchxrayvision as xrv
+
+    try:
+        model = xrv.models.get_model(weights)
+    except Exception as err:  # ConnectionError offline, HTTP errors, unknown names
+        raise PretrainedWeightsError(
+            f"could not load torchxrayvision weights {weights!r} ({type(err).__name__}: {err}). "
+            "Without internet, train the classifier locally on the training split instead: "
+            "`python src/train_classifier.py data=<dataset>` (model.weights=null), then pass its "
+            "checkpoint."
+        ) from err
+    index = []
+    for name in pathologies:
+        if name not in model.pathologies or not model.pathologies[model.pathologies.index(name)]:
+            raise PretrainedWeightsError(
+                f"weights {weights!r} have no output for {name!r} (they cover "
+                f"{[p for p in model.pathologies if p]}); train own weights instead"
+            )
+        index.append(model.pathologies.index(name))
+    return model, index
+
+
+class ClassifierModule(pl.LightningModule):
+    """Multi-label chest X-ray classifier for the dataset's ``pathologies``.
+
+    ``weights=None`` builds torchxrayvision's ``DenseNet`` architecture (1 channel) with one output
+    per pathology, trained here with a loss that masks unknown (NaN) labels. A weight name (e.g.
+    ``densenet121-res224-chex``) loads pretrained weights and maps their outputs to ``pathologies``.
+    Metrics: ``train/loss``, ``val/auc_mean``, ``test/auc_mean`` and ``test/auc_<pathology>``.
+    """
+
+    def __init__(
+        self,
+        *,
+        pathologies: Sequence[str],
+        image_size: int = 64,
+        weights: str | None = None,
+        growth_rate: int = 32,
+        block_config: Sequence[int] = (6, 12, 24, 16),
+        num_init_features: int = 64,
+        drop_rate: float = 0.0,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if not pathologies:
+            raise ValueError(
+                "the classifier needs labelled data: this dataset has no pathologies "
+                "(data=folder has no labels); use data=pediatric, nih, chexpert or a MedMNIST set"
+            )
+        # Plain Python containers (not Hydra's ListConfig), so checkpoints load with weights_only.
+        pathologies, block_config = list(pathologies), tuple(block_config)
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
+        self.pathologies = pathologies
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        if weights:
+            self.model, index = _load_pretrained(weights, self.pathologies)
+            self.register_buffer("output_index", torch.tensor(index), persistent=False)
+            self.resolution = 224
+        else:
+            import torchxrayvision as xrv
+
+            self.model = xrv.models.DenseNet(
+                weights=None,
+                num_classes=len(self.pathologies),
+                in_channels=1,
+                growth_rate=growth_rate,
+                block_config=block_config,
+                num_init_features=num_init_features,
+                drop_rate=drop_rate,
+            )
+            self.output_index = None
+            self.resolution = image_size
+        self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, P]`` (pretrained weights: their calibrated scores) for uint8 or
+        flow-range images."""
+        out = self.model(to_xrv_input(images, resolution=self.resolution))
+        return out if self.output_index is None else out[:, self.output_index]
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled DenseNet features ``[B, 1024]`` (for linkage attacks and Frechet distances)."""
+        return self.model.features2(to_xrv_input(images, resolution=self.resolution))
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = masked_bce(self(batch["image"]), batch["labels"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["image"]))
+        return loss
+
+    def _collect(self, stage: str, batch: dict) -> None:
+        scores = torch.sigmoid(self(batch["image"])).float().cpu()
+        self._outputs.setdefault(stage, []).append((scores, batch["labels"].float().cpu()))
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._collect("val", batch)
+        self.log("val/loss", masked_bce(self(batch["image"]), batch["labels"]),
+                 batch_size=len(batch["image"]))  # fmt: skip
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._collect("test", batch)
+
+    def _log_aucs(self, stage: str) -> None:
+        from dpglow.evaluation.metrics import auc_per_pathology, mean_auc
+
+        outputs = self._outputs.pop(stage, [])
+        if not outputs:
+            return
+        scores = torch.cat([o[0] for o in outputs])
+        labels = torch.cat([o[1] for o in outputs])
+        aucs = auc_per_pathology(scores, labels, self.pathologies)
+        mean = mean_auc(aucs)
+        self.log(f"{stage}/auc_mean", mean if math.isfinite(mean) else 0.5)
+        if stage == "test":
+            for name, value in aucs.items():
+                if math.isfinite(value):
+                    self.log(f"test/auc_{name}", value)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_aucs("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_aucs("test")
+
+    def configure_optimizers(self) -> dict:
+        if self.optimizer_factory is None:
+            raise ValueError("ClassifierModule needs an optimizer to train (model.optimizer)")
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer),
+                             "interval": "step"},
+        }  # fmt: skip

@@ -1,0 +1,22 @@
+"""Train the evaluation classifier (torchxrayvision DenseNet) on the training split:
+``python src/train_classifier.py [data=pediatric] [model.image_size=64]``."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+import dpglow.utils.config  # noqa: F401  (registers the config resolvers)
+from dpglow.utils.runs import run_task
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train_classifier")
+def main(cfg: DictConfig) -> float | None:
+    from dpglow.training.pipeline import train
+
+    metrics, _ = run_task(train, cfg)
+    return metrics.get(cfg.get("optimized_metric") or "", None)
+
+
+if __name__ == "__main__":
+    main()
