@@ -30,19 +30,19 @@ def test_privatized_images_depend_on_noise_source(flow, xray_batch):
     priv = DPGlowPrivatizer(
         flow=flow, mechanism=LaplaceElementwise(epsilon=1e4, clip=3.0), postprocess="clamp"
     )
-    a, rec_a = priv(xray_batch, **_args(None)[1])
-    b, _ = priv(xray_batch, **_args(None)[1])
+    a, rec_a = priv(xray_batch, **_args(None))
+    b, _ = priv(xray_batch, **_args(None))
     assert not torch.equal(a, b)
     assert rec_a.noise_source == "os_entropy" and rec_a.private
-    c, rec_c = priv(xray_batch, **_args(7)[1])
-    d, _ = priv(xray_batch, **_args(7)[1])
+    c, rec_c = priv(xray_batch, **_args(7))
+    d, _ = priv(xray_batch, **_args(7))
     assert torch.equal(c, d)
     assert not rec_c.private and "NOT PRIVATE" in rec_c.noise_source
 
 
 def _args(seed):
     gen, source = _gen(seed)
-    return (), {"generator": gen, "noise_source": source}
+    return {"generator": gen, "noise_source": source}
 
 
 @pytest.mark.parametrize("postprocess", ["none", "clamp", "posterior_mean", "posterior_sample"])

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from dpglow.classifier.contract import to_xrv_input
+from dpglow.training.schedules import build_optimizers
 
 log = logging.getLogger(__name__)
 
@@ -121,14 +122,15 @@ class ClassifierModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["image"]))
         return loss
 
-    def _collect(self, stage: str, batch: dict) -> None:
-        scores = torch.sigmoid(self(batch["image"])).float().cpu()
+    def _collect(self, stage: str, batch: dict) -> torch.Tensor:
+        logits = self(batch["image"])
+        scores = torch.sigmoid(logits).float().cpu()
         self._outputs.setdefault(stage, []).append((scores, batch["labels"].float().cpu()))
+        return logits
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._collect("val", batch)
-        self.log("val/loss", masked_bce(self(batch["image"]), batch["labels"]),
-                 batch_size=len(batch["image"]))  # fmt: skip
+        logits = self._collect("val", batch)
+        self.log("val/loss", masked_bce(logits, batch["labels"]), batch_size=len(logits))
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._collect("test", batch)
@@ -156,13 +158,4 @@ class ClassifierModule(pl.LightningModule):
         self._log_aucs("test")
 
     def configure_optimizers(self) -> dict:
-        if self.optimizer_factory is None:
-            raise ValueError("ClassifierModule needs an optimizer to train (model.optimizer)")
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer),
-                             "interval": "step"},
-        }  # fmt: skip
+        return build_optimizers(self, self.optimizer_factory, self.scheduler_factory)

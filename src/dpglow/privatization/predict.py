@@ -28,7 +28,6 @@ class InputImages(IterableDataset):
     def __init__(self, root: Path, output_dir: Path, *, image_size: int, dicom_output: bool):
         self.root, self.output_dir = root, output_dir
         self.image_size, self.dicom_output = image_size, dicom_output
-        self.skipped: list[dict[str, str]] = []
 
     def _done(self, path: Path, output: str) -> bool:
         if not (self.output_dir / output).is_file():
@@ -44,7 +43,6 @@ class InputImages(IterableDataset):
             if worker is not None and i % worker.num_workers != worker.id:
                 continue
             if self._done(path, output):
-                self.skipped.append({"input": str(path.relative_to(self.root)), "output": output})
                 continue
             item = {"path": str(path), "output": output, "image": None, "error": None}
             try:

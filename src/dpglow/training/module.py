@@ -12,6 +12,7 @@ import torch
 from torchvision.utils import make_grid, save_image
 
 from dpglow.flow import Glow, bits_per_dim, to_flow_input
+from dpglow.training.schedules import build_optimizers
 
 log = logging.getLogger(__name__)
 
@@ -163,18 +164,7 @@ class GlowModule(pl.LightningModule):
 
     # -- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self) -> dict:
-        if self.optimizer_factory is None:
-            raise ValueError(
-                "GlowModule needs an optimizer to train (model.optimizer in the config)"
-            )
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
-        }
+        return build_optimizers(self, self.optimizer_factory, self.scheduler_factory)
 
     # -- checkpoints --------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

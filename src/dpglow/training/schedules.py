@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
+from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -36,3 +39,22 @@ def warmup_cosine(
     min_factor: float = 0.1,
 ) -> LambdaLR:
     return LambdaLR(optimizer, WarmupCosine(warmup_steps, total_steps, min_factor))
+
+
+def build_optimizers(
+    module: nn.Module,
+    optimizer: Callable[..., Optimizer] | None,
+    scheduler: Callable[..., Any] | None = None,
+) -> dict:
+    """``configure_optimizers`` from the config's partials; the schedule steps every batch."""
+    if optimizer is None:
+        raise ValueError(
+            f"{type(module).__name__} needs an optimizer to train (model.optimizer in the config)"
+        )
+    opt = optimizer(params=module.parameters())
+    if scheduler is None:
+        return {"optimizer": opt}
+    return {
+        "optimizer": opt,
+        "lr_scheduler": {"scheduler": scheduler(optimizer=opt), "interval": "step", "frequency": 1},
+    }
