@@ -1,10 +1,11 @@
-"""Speed and memory of glow_32/64/128 (and glow_256 on a GPU): ``python src/benchmark.py``."""
+"""Speed, memory and held-out bits/dim of glow_32/64/128 (glow_256 on a GPU) and the named
+reference configurations: ``python src/benchmark.py``."""
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.global_hydra import GlobalHydra
@@ -15,8 +16,9 @@ import dpglow.utils.config  # noqa: F401  (registers the config resolvers)
 log = logging.getLogger(__name__)
 
 
-def _model_config(conf_dir: Path, name: str) -> dict:
-    # Compose the model group exactly as train.py would, so the benchmark measures the real configs.
+def _compose(conf_dir: Path, name: str) -> tuple[dict, dict]:
+    # Compose the model group exactly as train.py would, so the benchmark measures the real
+    # configs; the data config comes along for runs without a saved splits.csv.
     from hydra import compose, initialize_config_dir
 
     GlobalHydra.instance().clear()
@@ -25,44 +27,70 @@ def _model_config(conf_dir: Path, name: str) -> dict:
     model = OmegaConf.to_container(cfg.model, resolve=True)
     for key in ("_target_", "optimizer", "scheduler"):
         model.pop(key, None)
-    return model
+    return model, OmegaConf.to_container(cfg.data, resolve=True)
+
+
+def _entry(cfg: DictConfig, name: str) -> tuple[str, dict[str, Any], int]:
+    """(model config name, architecture overrides, batch size) of a model or a preset."""
+    preset = (cfg.presets or {}).get(name)
+    if preset is None:
+        return name, {}, cfg.batch_size
+    overrides = OmegaConf.to_container(preset.overrides or {}, resolve=True)
+    return preset.model, overrides, preset.get("batch_size") or cfg.batch_size
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark")
 def main(cfg: DictConfig) -> None:
     import torch
 
-    from dpglow.evaluation.benchmark import machine_description, markdown_table, run_benchmark
+    from dpglow.evaluation.benchmark import (
+        find_checkpoint,
+        load_average,
+        machine_description,
+        run_benchmark,
+        write_tables,
+    )
 
     conf_dir = Path(__file__).resolve().parents[1] / "conf"
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     models = list(cfg.models) + (list(cfg.gpu_models) if device.startswith("cuda") else [])
+    data_dir = cfg.paths.data_dir if "<" not in str(cfg.paths.data_dir) else None
+    explicit = OmegaConf.to_container(cfg.checkpoints, resolve=True) if cfg.checkpoints else {}
+    load_before = load_average()
     specs = []
     for name in models:
-        model = _model_config(conf_dir, name)
+        model_name, overrides, batch_size = _entry(cfg, name)
+        model, data = _compose(conf_dir, model_name)
+        model.update(overrides)
         if cfg.model_overrides:
             model.update(OmegaConf.to_container(cfg.model_overrides, resolve=True))
+        checkpoint = explicit.get(name)
+        if checkpoint is None and cfg.find_checkpoints:
+            checkpoint = find_checkpoint(cfg.runs_dir, model)
+        log.info("%s: held-out bits/dim from %s", name, checkpoint or "no trained checkpoint")
         specs.append(
             dict(
                 name=name,
                 model=model,
                 device=device,
-                batch_size=cfg.batch_size,
+                batch_size=batch_size,
                 warmup=cfg.warmup,
                 repeats=cfg.repeats,
                 threads=cfg.threads,
-                data_dir=cfg.paths.data_dir if "<" not in str(cfg.paths.data_dir) else None,
+                data_dir=data_dir,
+                checkpoint=str(checkpoint) if checkpoint else None,
+                data=data if data_dir else None,
+                heldout_images=cfg.heldout_images,
+                heldout_batch_size=cfg.heldout_batch_size,
             )
         )
     rows = run_benchmark(specs)
+    machine = (
+        f"{machine_description()}; load average (1 / 5 / 15 min) {load_before} at the start, "
+        f"{load_average()} at the end"
+    )
     out = Path(cfg.paths.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "benchmark.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
-        writer.writeheader()
-        writer.writerows(rows)
-    table = f"Machine: {machine_description()}\n\n{markdown_table(rows)}\n"
-    (out / "benchmark.md").write_text(table)
+    table = write_tables(rows, out, machine)
     log.info("benchmark written to %s\n%s", out, table)
 
 

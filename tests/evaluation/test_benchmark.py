@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import pytest
+import torch
+from omegaconf import OmegaConf
 
 from conftest import run_entry
-from dpglow.evaluation.benchmark import bench_model, markdown_table
+from dpglow.evaluation.benchmark import (
+    NO_CHECKPOINT,
+    bench_model,
+    find_checkpoint,
+    heldout_bits_per_dim,
+    heldout_images,
+    markdown_table,
+    summary_rows,
+)
 from dpglow.evaluation.codecs import codec_bits_per_dim
 from dpglow.evaluation.noise_table import noise_scale_rows
 from dpglow.flow import Glow
@@ -19,25 +30,76 @@ TINY = dict(image_size=16, num_levels=2, depth=1, hidden_channels=8)
 def test_bench_model_reports_every_measure(data_dir):
     row = bench_model(
         dict(name="tiny", model=TINY, device="cpu", batch_size=4, warmup=1, repeats=2,
-             threads=None, data_dir=str(data_dir))
+             threads=None, data_dir=str(data_dir), checkpoint=None)
     )  # fmt: skip
     assert row["images"] == "pediatric" and row["batch"] == 4
-    for key in ("train_step_s", "encode_img_per_s", "decode_img_per_s", "privatize_img_per_s"):
-        assert row[key] > 0, key
-    assert row["train_step_s_min"] <= row["train_step_s"] <= row["train_step_s_max"]
-    assert row["privatize_over_encode_decode"] > 0 and row["peak_rss_mb"] > 0
+    for name in ("train_step", "encode", "decode", "privatize"):
+        assert row[f"{name}_s_min"] <= row[f"{name}_s"] <= row[f"{name}_s_max"], name
+    for name in ("encode", "decode", "privatize"):
+        assert row[f"{name}_img_per_s"] == pytest.approx(4 / row[f"{name}_s"], rel=1e-2)
+    assert row["privatize_over_encode_decode"] == pytest.approx(
+        row["privatize_s"] / (row["encode_s"] + row["decode_s"]), rel=1e-2
+    )
+    assert row["peak_rss_mb"] > 0
+    # An untrained net has no held-out bits/dim worth reporting: the table says so.
+    assert row["heldout_bpd"] == NO_CHECKPOINT
+    assert summary_rows([row])[0]["held-out bits/dim"] == NO_CHECKPOINT
+
+
+def test_heldout_bits_per_dim_reproduces_the_training_run(compose_train, tmp_path):
+    from dpglow.training.pipeline import train
+
+    cfg = compose_train(output_dir=tmp_path / "runs" / "run")
+    train(cfg)
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    for key in ("_target_", "optimizer", "scheduler"):
+        model.pop(key)
+    ckpt = find_checkpoint(tmp_path / "runs", model)
+    assert ckpt == tmp_path / "runs" / "run" / "checkpoints" / "last.ckpt"
+    assert find_checkpoint(tmp_path / "runs", model | {"hidden_channels": 16}) is None
+
+    summary = json.loads((tmp_path / "runs" / "run" / "summary.json").read_text())["metrics"]
+    images, where = heldout_images(ckpt, model["image_size"], data=None, max_images=None)
+    assert where == "test split of run"
+    # The codecs see the same test images as the training run's summary...
+    assert codec_bits_per_dim(images.numpy())["png_bpd"] == pytest.approx(summary["test/png_bpd"])
+    # ...and the held-out bits/dim use its evaluation protocol (one test batch of 4 there).
+    from dpglow.privatization.checkpoint import load_flow
+
+    flow, _ = load_flow(ckpt)
+    bpd = heldout_bits_per_dim(flow, images[:4], batch_size=4)
+    assert bpd == pytest.approx(summary["test/bpd"], abs=1e-4)
+
+    row = bench_model(
+        dict(name="run", model=model, device="cpu", batch_size=2, warmup=0, repeats=1,
+             threads=None, data_dir=None, checkpoint=str(ckpt), heldout_images=4,
+             heldout_batch_size=4)
+    )  # fmt: skip
+    assert row["heldout_bpd"] == pytest.approx(bpd, abs=1e-4)
+    assert row["heldout_images"] == 4 and row["checkpoint"] == str(ckpt)
+    assert row["png_bpd"] == pytest.approx(
+        codec_bits_per_dim(images[:4].numpy())["png_bpd"], abs=1e-4
+    )
+    assert row["inverse_max_abs_error"] < 1e-3
 
 
 def test_benchmark_command_writes_tables(tmp_path):
     proc = run_entry(
-        "benchmark.py", "models=[glow_32]", "model_overrides={depth: 1, hidden_channels: 8}",
-        "repeats=1", "warmup=0", "batch_size=2", f"hydra.run.dir={tmp_path}",
+        "benchmark.py", "models=[glow_32,straightforward]",
+        "model_overrides={depth: 1, hidden_channels: 8}", "repeats=1", "warmup=0",
+        "batch_size=2", f"runs_dir={tmp_path / 'no_runs'}", f"hydra.run.dir={tmp_path}",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     with open(tmp_path / "benchmark.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert [r["model"] for r in rows] == ["glow_32"] and rows[0]["depth"] == "1"
-    assert "| glow_32 |" in (tmp_path / "benchmark.md").read_text()
+    assert [r["model"] for r in rows] == ["glow_32", "straightforward"]
+    assert [r["depth"] for r in rows] == ["1", "1"]
+    # The preset: 64 px, 4 levels, its own batch size of 8.
+    assert (rows[1]["image_size"], rows[1]["levels"], rows[1]["batch"]) == ("64", "4", "8")
+    assert all(r["heldout_bpd"] == NO_CHECKPOINT for r in rows)
+    table = (tmp_path / "benchmark.md").read_text()
+    assert "| glow_32 |" in table and "| straightforward |" in table
+    assert f"torch {torch.__version__}" in table.splitlines()[0]
 
 
 def test_noise_table_matches_the_calibration_formulas():

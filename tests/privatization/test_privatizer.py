@@ -87,6 +87,14 @@ def test_resolve_levels_validation():
         resolve_levels([1.5], 3)
     with pytest.raises(ValueError, match="non-empty"):
         resolve_levels([], 3)
+    # Strings a sweeper can pass.
+    assert resolve_levels("coarsest", 4) == [3]
+    assert resolve_levels("coarsest2", 4) == [2, 3]
+    assert resolve_levels("-2,-1", 4) == [2, 3]
+    with pytest.raises(ValueError, match="4 levels"):
+        resolve_levels("coarsest5", 4)
+    with pytest.raises(ValueError, match="coarsest"):
+        resolve_levels("finest", 4)
 
 
 def test_privatizer_rejects_bad_settings(flow):

@@ -114,8 +114,24 @@ class ClassifierModule(pl.LightningModule):
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Pooled DenseNet features ``[B, 1024]`` (for linkage attacks and Frechet distances)."""
+        """Pooled DenseNet features ``[B, F]`` (for linkage attacks and Frechet distances)."""
         return self.model.features2(to_xrv_input(images, resolution=self.resolution))
+
+    @torch.no_grad()
+    def score_and_embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(scores [B, P], features [B, F])`` from one pass: the same scores as ``forward``
+        (logits for own weights, torchxrayvision's calibrated outputs for pretrained ones)."""
+        features = self.model.features2(to_xrv_input(images, resolution=self.resolution))
+        out = self.model.classifier(features)
+        if getattr(self.model, "op_threshs", None) is not None:
+            from torchxrayvision.models import op_norm
+
+            out = op_norm(torch.sigmoid(out), self.model.op_threshs)
+        elif getattr(self.model, "apply_sigmoid", False):
+            out = torch.sigmoid(out)
+        if self.output_index is not None:
+            out = out[:, self.output_index]
+        return out, features
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = masked_bce(self(batch["image"]), batch["labels"])

@@ -48,7 +48,10 @@ class EpochSeededSampler(Sampler[int]):
     """Random permutation seeded by ``(seed, epoch)`` only.
 
     A run resumed at an epoch boundary therefore sees exactly the order of an uninterrupted
-    run; Lightning calls ``set_epoch`` before each training epoch.
+    run; Lightning calls ``set_epoch`` before each training epoch. Under DDP Lightning wraps it in
+    a ``DistributedSamplerWrapper`` (no extra shuffle) that forwards ``set_epoch``: rank ``r`` of
+    ``W`` reads ``permutation[r::W]`` (padded to a multiple of ``W``), so the ranks' shares are
+    disjoint and each epoch reshuffles deterministically (tests/training/test_ddp.py).
     """
 
     def __init__(self, num_samples: int, seed: int) -> None:

@@ -1,19 +1,23 @@
-"""Speed and memory of the flow family: training step, encode, decode, privatize.
+"""Speed, memory and held-out bits/dim of the flow family: training step, encode, decode, privatize.
 
 Each model runs in a fresh process so that its peak memory (RSS; CUDA max allocated on a GPU) is
 its own. Timings: ``warmup`` untimed repetitions, then ``repeats`` timed ones; median and spread.
+Held-out bits/dim need a trained flow: a checkpoint whose stored architecture is the model's,
+evaluated on its run's test split beside PNG and WebP on the very same 8-bit images.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
 import multiprocessing as mp
+import os
 import platform
 import resource
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +25,25 @@ import torch
 
 log = logging.getLogger(__name__)
 
+NO_CHECKPOINT = "no trained checkpoint"
+# Architecture keys a checkpoint must share with the benchmarked model to count as "that model".
+ARCH_KEYS = (
+    "in_channels",
+    "image_size",
+    "num_levels",
+    "depth",
+    "hidden_channels",
+    "affine",
+    "scale_floor",
+    "split_prior",
+)
+
 
 def _timed(fn: Callable[[], Any], *, warmup: int, repeats: int, sync: Callable[[], None]) -> dict:
     for _ in range(warmup):
         fn()
     times = []
-    for _ in range(repeats):
+    for _ in range(max(1, repeats)):
         sync()
         start = time.perf_counter()
         fn()
@@ -45,6 +62,127 @@ def _load_images(data_dir: str | None, size: int, n: int) -> tuple[torch.Tensor,
         images = torch.stack([torch.tensor(read_image(p, size))[None] for p in paths])
         return images, "pediatric"
     return torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8), "uniform noise"
+
+
+# -- held-out bits/dim ------------------------------------------------------------------------
+def architecture(model: Mapping[str, Any]) -> dict[str, Any]:
+    """The architecture keys of a model config or a checkpoint's ``net_config``."""
+    return {k: model[k] for k in ARCH_KEYS if k in model}
+
+
+def _stored_architecture(path: Path) -> dict[str, Any] | None:
+    """The architecture a dpglow checkpoint stores, without loading its tensors (memory-mapped,
+    ``weights_only``); ``None`` for anything else."""
+    from dpglow.training.module import CHECKPOINT_KEY
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # unreadable, truncated or holding pickled code
+        log.info("skipping %s: %s", path, str(err).splitlines()[0] if str(err) else err)
+        return None
+    meta = ckpt.get(CHECKPOINT_KEY) if isinstance(ckpt, dict) else None
+    if not meta or "net_config" not in meta:
+        return None
+    return architecture(meta["net_config"])
+
+
+def find_checkpoint(runs_dir: str | os.PathLike[str], model: Mapping[str, Any]) -> Path | None:
+    """The newest ``<runs_dir>/*/checkpoints/last.ckpt`` whose stored architecture is ``model``'s.
+
+    Files that are not dpglow flow checkpoints are skipped.
+    """
+    wanted = architecture(model)
+    candidates = sorted(Path(runs_dir).glob("*/checkpoints/last.ckpt"), reverse=True)
+    for path in candidates:  # run folders are named <date>_<time>: newest first
+        if _stored_architecture(path) == wanted:
+            return path
+    return None
+
+
+def heldout_bits_per_dim(
+    flow: torch.nn.Module, images: torch.Tensor, *, n_bits: int = 8, batch_size: int = 16
+) -> float:
+    """Mean test bits/dim, with the training module's evaluation protocol: uniform
+    dequantisation drawn from a generator seeded ``10_007 + batch index`` (so with the run's
+    evaluation batch size it reproduces its ``test/bpd``)."""
+    from dpglow.flow import bits_per_dim, to_flow_input
+
+    device = next(flow.parameters()).device
+    total = 0.0
+    with torch.no_grad():
+        for i, chunk in enumerate(images.split(batch_size)):
+            gen = torch.Generator(device=device).manual_seed(10_007 + i)
+            chunk = chunk.to(device)
+            x = to_flow_input(chunk, n_bits=n_bits, dequantize=True, generator=gen)
+            bpd = bits_per_dim(flow.log_prob(x), num_dims=flow.num_dims, n_bits=n_bits)
+            total += bpd.double().sum().item()
+    return total / len(images)
+
+
+def heldout_images(
+    checkpoint: Path, size: int, *, data: Mapping[str, Any] | None, max_images: int | None
+) -> tuple[torch.Tensor, str]:
+    """The test images of the checkpoint's run: its ``splits.csv`` when there, else the seeded
+    test split of the datamodule config ``data``. uint8 ``[N, 1, size, size]`` and where from."""
+    import pandas as pd
+
+    from dpglow.data import read_image
+
+    splits = checkpoint.parent.parent / "splits.csv"
+    if splits.is_file():
+        table = pd.read_csv(splits)
+        paths = table.loc[table["split"] == "test", "path"].tolist()[:max_images]
+        images = torch.stack([torch.tensor(read_image(p, size))[None] for p in paths])
+        return images, f"test split of {splits.parent.name}"
+    if data is None:
+        raise FileNotFoundError(
+            f"{splits} is missing and no data config was given: cannot tell the test images"
+        )
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(dict(data, image_size=size))
+    datamodule.setup("test")
+    return datamodule.dataset("test").images[:max_images], "seeded test split (datamodule)"
+
+
+def _heldout_row(spec: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    from dpglow.evaluation.codecs import codec_bits_per_dim
+    from dpglow.flow import to_flow_input
+    from dpglow.privatization.checkpoint import load_flow
+
+    checkpoint = spec.get("checkpoint")
+    if not checkpoint:
+        return {"heldout_bpd": NO_CHECKPOINT, "png_bpd": "", "webp_bpd": "", "checkpoint": ""}
+    checkpoint = Path(checkpoint)
+    flow, info = load_flow(checkpoint, expected=architecture(spec["model"]))
+    flow = flow.to(device)
+    images, where = heldout_images(
+        checkpoint,
+        flow.image_size,
+        data=spec.get("data"),
+        max_images=spec.get("heldout_images"),
+    )
+    bpd = heldout_bits_per_dim(
+        flow, images, n_bits=info["n_bits"], batch_size=spec.get("heldout_batch_size", 16)
+    )
+    codecs = codec_bits_per_dim(images.numpy())
+    with torch.no_grad():
+        x = to_flow_input(images[:64].to(device), n_bits=info["n_bits"])
+        inverse_error = (flow.decode(flow.encode(x)) - x).abs().amax().item()
+    return {
+        "heldout_bpd": round(bpd, 4),
+        "png_bpd": round(codecs["png_bpd"], 4),
+        "webp_bpd": round(codecs["webp_bpd"], 4) if "webp_bpd" in codecs else "no WebP in Pillow",
+        "heldout_images": len(images),
+        "heldout_source": where,
+        "inverse_max_abs_error": float(f"{inverse_error:.3g}"),
+        "checkpoint": str(checkpoint),
+    }
+
+
+# -- speed ------------------------------------------------------------------------------------
+def _sig(seconds: float) -> float:
+    return float(f"{seconds:.4g}")  # 4 significant digits: a tiny model's milliseconds too
 
 
 def bench_model(spec: dict[str, Any]) -> dict[str, Any]:
@@ -78,7 +216,7 @@ def bench_model(spec: dict[str, Any]) -> dict[str, Any]:
         optimizer.step()
 
     timing = {"warmup": spec["warmup"], "repeats": spec["repeats"], "sync": sync}
-    rows: dict[str, Any] = {
+    row: dict[str, Any] = {
         "model": spec["name"],
         "image_size": net.image_size,
         "levels": len(net.levels),
@@ -104,21 +242,24 @@ def bench_model(spec: dict[str, Any]) -> dict[str, Any]:
     priv = _timed(
         lambda: privatizer(images, generator=generator, noise_source=source_name), **timing
     )
-    per_image = 1.0 / spec["batch_size"]
-    rows.update(
-        train_step_s=round(train["median"], 4),
-        train_step_s_min=round(train["min"], 4),
-        train_step_s_max=round(train["max"], 4),
-        encode_img_per_s=round(1 / (enc["median"] * per_image), 2),
-        decode_img_per_s=round(1 / (dec["median"] * per_image), 2),
-        privatize_img_per_s=round(1 / (priv["median"] * per_image), 2),
-        privatize_s_per_img=round(priv["median"] * per_image, 4),
+    batch = spec["batch_size"]
+    for name, t in (("train_step", train), ("encode", enc), ("decode", dec), ("privatize", priv)):
+        row[f"{name}_s"] = _sig(t["median"])
+        row[f"{name}_s_min"] = _sig(t["min"])
+        row[f"{name}_s_max"] = _sig(t["max"])
+    row.update(
+        encode_img_per_s=round(batch / enc["median"], 2),
+        decode_img_per_s=round(batch / dec["median"], 2),
+        privatize_img_per_s=round(batch / priv["median"], 2),
+        privatize_s_per_img=_sig(priv["median"] / batch),
         privatize_over_encode_decode=round(priv["median"] / (enc["median"] + dec["median"]), 3),
+        # Before the held-out evaluation, which loads a second model and the test images.
         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     )
     if device.type == "cuda":
-        rows["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    return rows
+        row["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    row.update(_heldout_row(spec, device))
+    return row
 
 
 def run_benchmark(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -134,6 +275,7 @@ def run_benchmark(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return results
 
 
+# -- output -----------------------------------------------------------------------------------
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
@@ -148,6 +290,80 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _spread(row: Mapping[str, Any], name: str) -> str:
+    return f"{row[name + '_s']:.3g} s ({row[name + '_s_min']:.3g}-{row[name + '_s_max']:.3g})"
+
+
+def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The README's view of the benchmark rows: one readable cell per measure."""
+    out = []
+    for row in rows:
+        summary = {
+            "model": row["model"],
+            "L / K / width": f"{row['levels']} / {row['depth']} / {row['width']}",
+            "params": f"{row['params_m']} M",
+            "batch": row["batch"],
+            "threads": row["threads"],
+            "train step (fwd+bwd+Adam)": _spread(row, "train_step"),
+            "encode (per batch)": f"{_spread(row, 'encode')}, {row['encode_img_per_s']} img/s",
+            "decode (per batch)": f"{_spread(row, 'decode')}, {row['decode_img_per_s']} img/s",
+            "privatize (per batch)": (
+                f"{_spread(row, 'privatize')}, {row['privatize_img_per_s']} img/s"
+            ),
+            "privatize / (encode + decode)": row["privatize_over_encode_decode"],
+            "peak RSS": f"{row['peak_rss_mb']:.0f} MB",
+        }
+        if "cuda_max_allocated_mb" in row:
+            summary["CUDA max allocated"] = f"{row['cuda_max_allocated_mb']:.0f} MB"
+        summary.update(
+            {
+                "held-out bits/dim": row.get("heldout_bpd", NO_CHECKPOINT),
+                "PNG (optimised)": row.get("png_bpd", ""),
+                "WebP lossless": row.get("webp_bpd", ""),
+                "held-out images": (
+                    f"{row['heldout_images']}, {row['heldout_source']}"
+                    if row.get("heldout_images")
+                    else ""
+                ),
+            }
+        )
+        out.append(summary)
+    return [{k: ("" if v is None else v) for k, v in r.items()} for r in out]
+
+
+def load_average() -> str:
+    """The 1 / 5 / 15 minute load average (other work on the machine slows every timing)."""
+    if not hasattr(os, "getloadavg"):
+        return "unknown"
+    return "{:.2f} / {:.2f} / {:.2f}".format(*os.getloadavg())
+
+
 def machine_description() -> str:
+    """CPU model, logical CPUs, torch version (and the GPU where there is one)."""
     cpu = platform.processor() or platform.machine()
-    return f"{platform.system()} {cpu}, {mp.cpu_count()} cores, torch {torch.__version__}"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            names = [line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    text = f"{platform.system()}, {cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}"
+    if torch.cuda.is_available():
+        text += f", GPU {torch.cuda.get_device_name(0)}"
+    return text
+
+
+def write_tables(rows: list[dict[str, Any]], out_dir: Path, machine: str) -> str:
+    """``benchmark.csv`` (every measure) and ``benchmark.md`` (the README table); returns it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "benchmark.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        writer.writeheader()
+        writer.writerows(rows)
+    threads = sorted({str(r["threads"]) for r in rows})
+    table = (
+        f"Machine: {machine}; torch threads: {', '.join(threads)}\n\n"
+        f"{markdown_table(summary_rows(rows))}\n"
+    )
+    (out_dir / "benchmark.md").write_text(table)
+    return table

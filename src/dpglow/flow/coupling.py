@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -21,6 +22,23 @@ class ZeroConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x) * torch.exp(self.log_gain * 3)
+
+    def forward_rows(self, rows: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+        """The same map for an input given as pixel rows ``[B*H*W, C_in]`` (channels last) of
+        a ``(B, H, W)`` image; returns ``[B, C_out, H, W]``.
+
+        One matrix product gives every pixel's 9 * C_out tap contributions, and col2im (``fold``)
+        sums them at their output pixels. With few output channels this is faster on CPU than
+        oneDNN's direct convolution, forward and backward (see the README's speed notes).
+        """
+        b, h, w = shape
+        out_channels = self.conv.out_channels
+        # fold adds tap (ky, kx) of input pixel p to output pixel p + (ky, kx) - 1; a convolution
+        # reads input pixel q + (ky, kx) - 1 for output q: the taps are flipped.
+        weight = self.conv.weight.flip(2, 3).permute(0, 2, 3, 1).reshape(9 * out_channels, -1)
+        taps = (rows @ weight.t()).view(b, h * w, 9 * out_channels).transpose(1, 2)
+        out = F.fold(taps, (h, w), 3, padding=1) + self.conv.bias.view(1, -1, 1, 1)
+        return out * torch.exp(self.log_gain * 3)
 
 
 class AffineCoupling(nn.Module):
@@ -60,8 +78,28 @@ class AffineCoupling(nn.Module):
             ZeroConv2d(hidden_channels, num_channels if affine else half),
         )
 
+    def _hidden(self, x_a: torch.Tensor) -> torch.Tensor:
+        """``self.net(x_a)``; on CPU computed as matrix products over pixel rows.
+
+        The thin first 3x3 convolution becomes im2col (``unfold``) + one matrix product, the 1x1
+        convolution a matrix product, the thin last one :meth:`ZeroConv2d.forward_rows`. Same
+        parameters and the same function up to float rounding, about 1.3x faster for a training
+        step than oneDNN's convolutions at these shapes. GPUs keep the cuDNN convolutions.
+        """
+        if x_a.device.type != "cpu":
+            return self.net(x_a)
+        first, _, second, _, last = self.net
+        b, c, h, w = x_a.shape
+        hidden = first.out_channels
+        cols = F.unfold(x_a, 3, padding=1).transpose(1, 2).reshape(b * h * w, 9 * c)
+        rows = torch.relu_(torch.addmm(first.bias, cols, first.weight.view(hidden, -1).t()))
+        rows = torch.relu_(torch.addmm(second.bias, rows, second.weight.view(hidden, -1).t()))
+        return last.forward_rows(rows, (b, h, w))
+
     def _scale_shift(self, x_a: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
-        h = self.net(x_a)
+        # Back to the input's dtype: under bf16 autocast only the network runs in bf16; the
+        # scale, the shift, the coupled half and the logdet stay float32.
+        h = self._hidden(x_a).to(x_a.dtype)
         if not self.affine:
             return None, h
         raw, shift = h.chunk(2, dim=1)

@@ -99,7 +99,7 @@ class Level(nn.Module):
         self, h: torch.Tensor | None, like: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         params = self.prior(h if h is not None else torch.zeros_like(like))
-        mean, log_sd = params.chunk(2, dim=1)
+        mean, log_sd = params.to(like.dtype).chunk(2, dim=1)  # float32 under autocast
         return mean, log_sd
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -11,6 +12,12 @@ class InvConv2dLU(nn.Module):
     """``y = W x`` per pixel with ``W = P L (U + diag(sign(s) exp(log_s)))``.
 
     The log-determinant is ``H * W * sum(log_s)``: O(C) instead of an O(C^3) determinant.
+    The convolution always runs in float32, also under mixed-precision autocast: an error in the
+    1x1 convolution is not undone by the inverse and compounds over the K * L steps.
+
+    Without autograd (evaluation, encoding, decoding) the weight and its float64-computed inverse
+    are built once and reused until a parameter or buffer changes (an optimizer step or a state
+    dict load bumps the tensors' versions) or moves (``.to(...)`` empties the cache).
     """
 
     def __init__(self, num_channels: int) -> None:
@@ -25,23 +32,55 @@ class InvConv2dLU(nn.Module):
         self.lower = nn.Parameter(lower.float())
         self.upper = nn.Parameter(torch.triu(upper, 1).float())
         self.log_s = nn.Parameter(torch.log(torch.abs(diag)).float())
+        self._cache: dict[str, tuple[tuple, torch.Tensor]] = {}
 
-    def weight(self) -> torch.Tensor:
+    def _weight(self) -> torch.Tensor:
         lower = self.lower * self.lower_mask + self.eye
         upper = self.upper * self.lower_mask.T + torch.diag(self.sign_s * torch.exp(self.log_s))
         return self.perm @ lower @ upper
 
-    def inverse_weight(self) -> torch.Tensor:
+    def _inverse_weight(self) -> torch.Tensor:
         # The inverse is taken in float64: the error of a float32 inverse compounds over the
         # K * L steps of the flow.
-        return torch.linalg.inv(self.weight().double()).to(self.log_s.dtype)
+        return torch.linalg.inv(self._weight().double()).to(self.log_s.dtype)
+
+    def _cached(self, name: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        tensors = (self.lower, self.upper, self.log_s, self.perm, self.sign_s)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+            return compute()  # training: the weight is part of the graph, built once per call
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+        hit = self._cache.get(name)
+        if hit is None or hit[0] != key:
+            with torch.no_grad():
+                hit = (key, compute())
+            self._cache[name] = hit
+        return hit[1]
+
+    def weight(self) -> torch.Tensor:
+        """The ``[C, C]`` weight ``W``."""
+        return self._cached("weight", self._weight)
+
+    def inverse_weight(self) -> torch.Tensor:
+        """``W^-1``, computed in float64 and returned in the parameters' dtype."""
+        return self._cached("inverse", self._inverse_weight)
+
+    def _mix(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        # A 1x1 convolution as one batched matrix product over the pixels: the same map, and at
+        # these channel counts (4-32 measured) 2-15x faster forward + backward on CPU than the
+        # convolution kernels, whose backward costs milliseconds even for 4 channels.
+        if torch.is_autocast_enabled(x.device.type):
+            with torch.autocast(x.device.type, enabled=False):
+                return self._mix(x.to(weight.dtype), weight)
+        return torch.matmul(weight, x.flatten(2)).view(x.shape)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        c = x.shape[1]
-        y = F.conv2d(x, self.weight().view(c, c, 1, 1))
+        y = self._mix(x, self.weight())
         logdet = x.shape[2] * x.shape[3] * self.log_s.sum()
         return y, logdet.expand(x.shape[0])
 
     def reverse(self, y: torch.Tensor) -> torch.Tensor:
-        c = y.shape[1]
-        return F.conv2d(y, self.inverse_weight().view(c, c, 1, 1))
+        return self._mix(y, self.inverse_weight())
+
+    def _apply(self, fn, *args, **kwargs):  # .to(), .double(), .cuda(): drop the cache
+        self._cache = {}
+        return super()._apply(fn, *args, **kwargs)

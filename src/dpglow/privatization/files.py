@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image
@@ -32,7 +35,8 @@ def check_folders(input_dir: str | Path, output_dir: str | Path) -> tuple[Path, 
 
 
 def iter_inputs(root: Path) -> Iterator[tuple[Path, str]]:
-    """Yield (path, relative output name) for every image below ``root``, lazily, sorted per folder.
+    """Yield (path, relative output name) for every image below ``root``, lazily, sorted per folder
+    (only one folder's listing is held at a time).
 
     Outputs keep the relative path with a ``.png`` suffix; where two inputs of one folder share a
     stem (``a.jpg``, ``a.dcm``) they keep their full name (``a.jpg.png``) so neither overwrites
@@ -41,28 +45,37 @@ def iter_inputs(root: Path) -> Iterator[tuple[Path, str]]:
     for folder, dirs, files in os.walk(root):
         dirs.sort()
         images = sorted(f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES)
-        stems = [Path(f).stem for f in images]
-        for name, stem in zip(images, stems, strict=True):
+        # Counted once: a list.count per file is quadratic in a folder of 50,000 files.
+        stems = Counter(Path(f).stem for f in images)
+        for name in images:
             path = Path(folder) / name
             rel = path.relative_to(root)
-            unique = stems.count(stem) == 1 or Path(name).suffix.lower() == ".png"
+            unique = stems[Path(name).stem] == 1 or Path(name).suffix.lower() == ".png"
             out = rel.with_suffix(".png") if unique else rel.with_name(name + ".png")
             yield path, out.as_posix()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename over it."""
+@contextmanager
+def atomic_writer(path: Path, mode: str = "w") -> Iterator[IO]:
+    """A file handle on a temporary file beside ``path`` that is fsynced and renamed over
+    ``path`` when the block ends (and removed if it raises): written as it goes, never partial."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path``, fsync, then rename over it."""
+    with atomic_writer(path, "wb") as fh:
+        fh.write(data)
 
 
 def atomic_write_png(path: Path, image: np.ndarray) -> None:

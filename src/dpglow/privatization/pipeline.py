@@ -3,31 +3,30 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 
+from dpglow.privatization.build import build_privatizer, mechanism_name
 from dpglow.privatization.checkpoint import load_flow
 from dpglow.privatization.files import (
     atomic_write_bytes,
+    atomic_writer,
     check_folders,
     iter_inputs,
     remove_stale_temporaries,
 )
 from dpglow.privatization.predict import (
-    ImagePrivatizer,
-    InputImages,
+    InputFolder,
     PrivatizedImageWriter,
     PrivatizeModule,
-    collate_inputs,
+    rows_path,
 )
-from dpglow.privatization.privatizer import DPGlowPrivatizer
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,6 @@ def _required(cfg: DictConfig, key: str, hint: str) -> Any:
 
 def _build(cfg: DictConfig) -> tuple[Any, int, dict[str, Any] | None]:
     privacy = cfg.privacy
-    mechanism = instantiate(privacy.mechanism)
     if privacy.space == "image":
         size = cfg.get("image_size")
         checkpoint = None
@@ -62,22 +60,15 @@ def _build(cfg: DictConfig) -> tuple[Any, int, dict[str, Any] | None]:
             size = flow.image_size
         if size is None:
             raise ValueError(
-                f"privacy={privacy.mechanism._target_.rsplit('.', 1)[-1]} works on pixels: pass "
+                f"privacy={mechanism_name(privacy)} works on pixels: pass "
                 "image_size=<side in pixels> (or a ckpt_path to take the flow's resolution)"
             )
-        return ImagePrivatizer(mechanism=mechanism), int(size), checkpoint
+        return build_privatizer(privacy, flow=None), int(size), checkpoint
     ckpt = _required(cfg, "ckpt_path", "pass ckpt_path=<run>/checkpoints/last.ckpt from train.py")
     expected = {k: cfg.model[k] for k in ARCH_KEYS if k in cfg.model} if cfg.get("model") else None
     flow, checkpoint = load_flow(ckpt, expected=expected)
-    privatizer = DPGlowPrivatizer(
-        flow=flow,
-        mechanism=mechanism,
-        levels=OmegaConf.to_object(privacy.levels)
-        if OmegaConf.is_config(privacy.levels)
-        else privacy.levels,
-        postprocess=privacy.postprocess,
-        temperature=cfg.temperature,
-        n_bits=checkpoint["n_bits"],
+    privatizer = build_privatizer(
+        privacy, flow=flow, temperature=cfg.temperature, n_bits=checkpoint["n_bits"]
     )
     return privatizer, flow.image_size, checkpoint
 
@@ -94,20 +85,47 @@ def _settings(cfg: DictConfig, image_size: int, checkpoint: dict | None) -> dict
     }
 
 
-def _read_manifest(path: Path) -> dict[str, dict[str, str]]:
+# The manifest in memory: input -> (output, status, error), a few hundred bytes per file (50,000
+# files: ~15 MB); images are never held.
+Rows = dict[str, tuple[str, str, str]]
+_STATUSES = {"ok": "ok", "failed": "failed"}  # one string object per status, not one per row
+
+
+def _row(output: str, status: str, error: str) -> tuple[str, str, str]:
+    return output, _STATUSES.get(status, status), error
+
+
+def _read_manifest(path: Path) -> Rows:
     if not path.is_file():
         return {}
     with open(path, newline="") as fh:
-        return {row["input"]: row for row in csv.DictReader(fh)}
+        return {
+            row["input"]: _row(row["output"], row["status"], row["error"])
+            for row in csv.DictReader(fh)
+        }
 
 
-def _write_manifest(path: Path, rows: dict[str, dict[str, str]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS)
-    writer.writeheader()
-    for key in sorted(rows):
-        writer.writerow({k: rows[key].get(k, "") for k in MANIFEST_FIELDS})
-    atomic_write_bytes(path, buf.getvalue().encode())
+def _merge_rank_rows(path: Path, rows: Rows) -> tuple[int, dict[str, Any] | None]:
+    """Add the rows one rank streamed (see ``PrivatizedImageWriter``) to ``rows``; returns the
+    number it wrote and its privacy record."""
+    written, record = 0, None
+    with open(path) as fh:
+        for line in fh:
+            entry = json.loads(line)
+            if "record" in entry:
+                record = entry["record"]
+                continue
+            rows[entry["input"]] = _row(entry["output"], entry["status"], entry["error"])
+            written += entry["status"] == "ok"
+    return written, record
+
+
+def _write_manifest(path: Path, rows: Rows) -> None:
+    with atomic_writer(path) as fh:
+        writer = csv.writer(fh)
+        writer.writerow(MANIFEST_FIELDS)
+        for key in sorted(rows):
+            writer.writerow((key, *rows[key]))
 
 
 def privatize(cfg: DictConfig) -> tuple[dict[str, int], dict[str, Any]]:
@@ -116,6 +134,10 @@ def privatize(cfg: DictConfig) -> tuple[dict[str, int], dict[str, Any]]:
     Writes ``manifest.csv`` (input, output, status, error) and ``privacy_report.json`` (the
     accounting record, checkpoint hash, settings, config). A re-run resumes: finished outputs are
     kept, only the rest is done, and it refuses to mix in outputs made with other settings.
+
+    Files stream through Lightning's predict loop and are written as they finish. With
+    ``trainer.devices=N trainer.strategy=ddp`` each rank privatizes a disjoint shard and rank 0
+    merges the manifest; with a ``noise_seed`` the outputs equal those of one process.
     """
     src, dst = check_folders(
         _required(cfg, "input_dir", "pass input_dir=<folder of images>"),
@@ -123,7 +145,7 @@ def privatize(cfg: DictConfig) -> tuple[dict[str, int], dict[str, Any]]:
     )
     privatizer, image_size, checkpoint = _build(cfg)
     settings = _settings(cfg, image_size, checkpoint)
-    report_path, manifest_path = dst / REPORT, dst / MANIFEST
+    report_path = dst / REPORT
     previous: dict[str, Any] = {}
     if report_path.is_file():
         previous = json.loads(report_path.read_text())
@@ -138,32 +160,58 @@ def privatize(cfg: DictConfig) -> tuple[dict[str, int], dict[str, Any]]:
         log.info("removed %d temporary files left by an interrupted run", removed)
 
     dicom_output = bool(cfg.get("dicom_output", False))
-    dataset = InputImages(src, dst, image_size=image_size, dicom_output=dicom_output)
-    loader = DataLoader(
-        dataset,
+    data = InputFolder(
+        src,
+        dst,
+        image_size=image_size,
+        dicom_output=dicom_output,
         batch_size=cfg.batch_size,
         num_workers=cfg.get("num_workers", 0),
-        collate_fn=collate_inputs,
     )
     module = PrivatizeModule(privatizer, noise_seed=cfg.get("noise_seed"))
-    writer = PrivatizedImageWriter(src, dst, dicom_output=dicom_output)
+    writer = PrivatizedImageWriter(dst, dicom_output=dicom_output)
     trainer = instantiate(cfg.trainer, callbacks=[writer], logger=False)
-    trainer.predict(module, dataloaders=loader, return_predictions=False)
+    trainer.predict(module, datamodule=data, return_predictions=False)
 
+    # Over several devices every rank has streamed its rows to its own file; rank 0 merges them
+    # once, writes the manifest and the report, and tells the other ranks the counts.
+    trainer.strategy.barrier("privatize_rows")
+    counts, report = None, None
+    if trainer.is_global_zero:
+        counts, report = _finish(cfg, src, dst, trainer.world_size, settings, checkpoint, previous)
+    counts = trainer.strategy.broadcast(counts, src=0)
+    return counts, {"report": report, "trainer": trainer, "privatizer": privatizer}
+
+
+def _finish(
+    cfg: DictConfig,
+    src: Path,
+    dst: Path,
+    world_size: int,
+    settings: dict[str, Any],
+    checkpoint: dict | None,
+    previous: dict[str, Any],
+) -> tuple[dict[str, int], dict[str, Any]]:
+    """Merge the ranks' rows into ``manifest.csv`` and write ``privacy_report.json``."""
+    manifest_path = dst / MANIFEST
     rows = _read_manifest(manifest_path)
-    rows.update({row["input"]: row for row in writer.rows})
+    record, written = None, 0
+    rank_files = [rows_path(dst, rank) for rank in range(world_size)]
+    for path in rank_files:
+        rank_written, rank_record = _merge_rank_rows(path, rows)
+        written += rank_written
+        record = record or rank_record
     for path, output in iter_inputs(src):  # finished by an earlier (maybe killed) run
-        rel = str(path.relative_to(src))
+        rel = path.relative_to(src).as_posix()
         if rel not in rows and (dst / output).is_file():
-            rows[rel] = {"input": rel, "output": output, "status": "ok", "error": ""}
+            rows[rel] = _row(output, "ok", "")
     _write_manifest(manifest_path, rows)
+    for path in rank_files:
+        path.unlink()
 
-    counts = {
-        "ok": sum(r["status"] == "ok" for r in rows.values()),
-        "failed": sum(r["status"] == "failed" for r in rows.values()),
-        "written_this_run": sum(r["status"] == "ok" for r in writer.rows),
-    }
-    record = module.record.as_dict() if module.record is not None else previous.get("record")
+    statuses = Counter(status for _, status, _ in rows.values())
+    counts = {"ok": statuses["ok"], "failed": statuses["failed"], "written_this_run": written}
+    record = record or previous.get("record")
     report = {
         "record": record,
         "private": bool(record and record.get("private")),
@@ -172,8 +220,8 @@ def privatize(cfg: DictConfig) -> tuple[dict[str, int], dict[str, Any]]:
         "counts": counts,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    atomic_write_bytes(report_path, json.dumps(report, indent=2, default=str).encode())
+    atomic_write_bytes(dst / REPORT, json.dumps(report, indent=2, default=str).encode())
     if record and not record.get("private"):
         log.warning("these outputs are NOT private (%s)", record.get("noise_source"))
     log.info("privatized %d images into %s (%d failed)", counts["ok"], dst, counts["failed"])
-    return counts, {"report": report, "trainer": trainer, "privatizer": privatizer}
+    return counts, report

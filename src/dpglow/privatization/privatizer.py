@@ -26,9 +26,25 @@ def expected_norm(d: int, norm: str) -> float:
 
 
 def resolve_levels(levels: Any, num_levels: int) -> list[int]:
-    """``"all"`` or a list of level indices (0 = finest, negative counts from the coarsest)."""
+    """``"all"``, a list of level indices (0 = finest, negative counts from the coarsest), a
+    comma-separated string such as ``"-2,-1"``, or ``"coarsest"`` / ``"coarsest<N>"`` (the N
+    coarsest levels; names a sweeper can pass)."""
     if levels is None or levels == "all":
         return list(range(num_levels))
+    if isinstance(levels, str):
+        name = levels.strip()
+        if name.startswith("coarsest") and (name[8:] == "" or name[8:].isdigit()):
+            n = int(name[8:] or 1)
+            if not 1 <= n <= num_levels:
+                raise ValueError(f"{name!r}: this flow has {num_levels} levels")
+            return list(range(num_levels - n, num_levels))
+        try:
+            levels = [int(part) for part in name.split(",")]
+        except ValueError:
+            raise ValueError(
+                f"levels must be 'all', a list of level indices, a string like '-2,-1', or "
+                f"'coarsest'/'coarsest2', got {levels!r}"
+            ) from None
     if isinstance(levels, int) and not isinstance(levels, bool):
         levels = [levels]
     if not isinstance(levels, Sequence) or isinstance(levels, str) or not levels:

@@ -168,12 +168,19 @@ class GlowModule(pl.LightningModule):
 
     # -- checkpoints --------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        noise_state = self._noise_generator().get_state()
         checkpoint[CHECKPOINT_KEY] = {
             "net_class": f"{type(self.net).__module__}.{type(self.net).__qualname__}",
             "net_config": dict(self.net.config),
             "n_bits": self.n_bits,
-            "noise_state": self._noise_generator().get_state(),
+            "noise_state": noise_state,
         }
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            # Under DDP each rank draws its own dequantisation noise; keep every rank's state
+            # (this hook runs on all ranks, rank 0 writes the file).
+            states = trainer.strategy.all_gather(noise_state.to(self.device))
+            checkpoint[CHECKPOINT_KEY]["noise_states"] = states.cpu()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpoint.get(CHECKPOINT_KEY, {})
@@ -190,4 +197,8 @@ class GlowModule(pl.LightningModule):
                 "trained with, e.g. model.depth=..., or another checkpoint."
             )
         self._noise_state = saved.get("noise_state")
+        states, trainer = saved.get("noise_states"), self._trainer
+        if states is not None and trainer is not None and len(states) == trainer.world_size:
+            # A row of the stacked states is a view; Generator.set_state needs its own storage.
+            self._noise_state = states[trainer.global_rank].clone()
         self._noise = None

@@ -1,0 +1,298 @@
+"""Merge the rows of an evaluation sweep into ``results.csv``, ``results.md``, a privacy-utility
+plot and an image grid (``python src/report.py <sweep_dir>``, and automatically when a multirun
+of ``src/evaluate.py`` ends)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+from PIL import Image
+
+from dpglow.evaluation.run import ORIGINALS_FILE, ROW_FILE, SAMPLES_FILE
+
+log = logging.getLogger(__name__)
+
+RESULTS_CSV = "results.csv"
+RESULTS_MD = "results.md"
+PLOT_FILE = "privacy_utility.png"
+GRID_FILE = "image_grid.png"
+ORIGINAL = "original (no privacy)"
+# Settings that, when they vary within a sweep, name separate lines of the plot.
+SERIES_KEYS = (
+    "levels", "postprocess", "temperature", "cell", "accounting", "flow_depth", "flow_width",
+    "flow_ckpt", "classifier", "data",
+)  # fmt: skip
+MD_COLUMNS = (
+    ("mechanism", "mechanism"), ("series", "setting"), ("eps_per_image", "eps/image"),
+    ("eps_per_element", "eps/element"), ("d", "d"), ("u1/auc_priv_mean", "AUC"),
+    ("u1/retention", "retention"), ("p1/pixel_top1", "link@1 px"),
+    ("p1/embed_top1", "link@1 emb"), ("p1/embed_top5", "link@5 emb"),
+    ("p1/chance_top1", "chance@1"), ("p2/embed_top1", "re-id@1"), ("p2/embed_map", "re-id mAP"),
+    ("p2/chance_map", "chance mAP"), ("fid/psnr", "PSNR"), ("fid/ssim", "SSIM"),
+    ("fid/frechet", "FD emb"), ("u2/auc_train_priv_mean", "U2 AUC"),
+    ("u2/retention", "U2 retention"),
+)  # fmt: skip
+
+
+class NoRowsError(FileNotFoundError):
+    """The folder holds no evaluation rows."""
+
+
+def load_rows(sweep_dir: str | Path) -> pd.DataFrame:
+    """Every job's ``row.json`` under ``sweep_dir`` (the folder itself and its job folders)."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise NoRowsError(f"{sweep_dir} is not a folder: pass the sweep folder of an evaluation")
+    # Job folders are Hydra's job numbers, or any nesting (e.g. hydra.sweep.subdir set to
+    # ${hydra.job.override_dirname}); numbered jobs sort numerically.
+    paths = sorted(
+        (p for p in sweep_dir.rglob(ROW_FILE) if "cache" not in p.relative_to(sweep_dir).parts),
+        key=lambda p: (len(p.parts), len(str(p)), str(p)),
+    )
+    if not paths:
+        raise NoRowsError(
+            f"no {ROW_FILE} under {sweep_dir}: pass the folder of a "
+            "`python src/evaluate.py -m ...` sweep (outputs/evaluate/multiruns/<date>_<time>) "
+            "or of a single run"
+        )
+    rows = []
+    for path in paths:
+        row = json.loads(path.read_text())
+        row["job"] = str(path.parent.relative_to(sweep_dir)) if path.parent != sweep_dir else "."
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _series(frame: pd.DataFrame) -> pd.Series:
+    """A label per row from the settings that vary within the sweep (besides epsilon)."""
+    varying = [
+        k
+        for k in SERIES_KEYS
+        if k in frame and frame.groupby("mechanism")[k].nunique(dropna=True).max() > 1
+    ]
+
+    def label(row: pd.Series) -> str:
+        parts = []
+        for key in varying:
+            value = row[key]
+            if isinstance(value, float) and math.isnan(value):
+                continue
+            if key in ("flow_ckpt", "classifier") and isinstance(value, str):
+                value = Path(value).parent.parent.name or value
+            parts.append(f"{key}={value}")
+        return ", ".join(parts)
+
+    return frame.apply(label, axis=1) if len(frame) else pd.Series(dtype=str)
+
+
+def _original_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The no-privacy baseline for each classifier/data in the sweep."""
+    rows = []
+    keys = [k for k in ("classifier", "data") if k in frame]
+    for _, group in frame.groupby(keys, dropna=False) if keys else [(None, frame)]:
+        first = group.iloc[0]
+        row: dict[str, Any] = {k: first[k] for k in keys}
+        row.update(
+            mechanism=ORIGINAL,
+            series="",
+            eps_per_image=math.inf,
+            eps_per_element=math.inf,
+            n_images=first.get("n_images"),
+            private=False,
+        )
+        row["u1/auc_priv_mean"] = first["u1/auc_orig_mean"]
+        row["u1/retention"] = 1.0
+        for col in frame.columns:
+            if col.startswith("u1/auc_orig_"):
+                row[col] = first[col]
+                row["u1/auc_priv_" + col.removeprefix("u1/auc_orig_")] = first[col]
+            if col.startswith("p2/orig_"):
+                row["p2/" + col.removeprefix("p2/orig_")] = first[col]
+        for col in ("p2/chance_top1", "p2/chance_map", "p1/chance_top1", "p1/chance_top5"):
+            if col in frame:
+                row[col] = first[col]
+        if "u2/auc_train_orig_mean" in frame:
+            row["u2/auc_train_priv_mean"] = group["u2/auc_train_orig_mean"].dropna().mean()
+            row["u2/retention"] = 1.0
+        row.update({"fid/psnr": math.inf, "fid/ssim": 1.0, "fid/frechet": 0.0})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def merge(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows sorted by mechanism, setting and per-image epsilon, with the baseline on top."""
+    frame = frame.copy()
+    frame["series"] = _series(frame)
+    frame = frame.sort_values(["mechanism", "series", "eps_per_image"], kind="stable")
+    return pd.concat([_original_rows(frame), frame], ignore_index=True)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            return ""
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+    return "" if value is None else str(value)
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    columns = [(c, h) for c, h in MD_COLUMNS if c in frame and frame[c].notna().any()]
+    lines = [
+        "| " + " | ".join(h for _, h in columns) + " |",
+        "|" + "|".join("---" for _ in columns) + "|",
+    ]
+    for _, row in frame.iterrows():
+        lines.append("| " + " | ".join(_fmt(row[c]) for c, _ in columns) + " |")
+    n = frame["n_images"].dropna()
+    note = (
+        f"\n{int(n.iloc[0])} test images. retention = (AUC_priv - 0.5) / (AUC_orig - 0.5); "
+        "link@k: privatized image's own original among the k nearest originals (pixel L2 / "
+        "classifier-embedding cosine); re-id: another image of the same patient ranked first / "
+        "mean average precision; FD emb: Frechet distance in the classifier's embedding.\n"
+        if len(n)
+        else ""
+    )
+    return "\n".join(lines) + "\n" + note
+
+
+def plot(frame: pd.DataFrame, path: Path) -> bool:
+    """AUC retention and linkage top-1 against per-image epsilon (log x), one line per
+    mechanism/setting; chance and the no-privacy level dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = frame[(frame["mechanism"] != ORIGINAL) & np.isfinite(frame["eps_per_image"])]
+    if rows.empty:
+        log.info("no finite-epsilon rows: no privacy-utility plot")
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    panels = [
+        (axes[0], "u1/retention", "AUC retention (U1)"),
+        (axes[1], "p1/embed_top1", "linkage top-1 (P1, embedding; dotted: pixel)"),
+    ]
+    for (mechanism, series), group in rows.groupby(["mechanism", "series"], sort=True):
+        group = group.sort_values("eps_per_image")
+        label = mechanism + (f" ({series})" if series else "")
+        line = axes[0].plot(group["eps_per_image"], group["u1/retention"], "o-", label=label)[0]
+        axes[1].plot(group["eps_per_image"], group["p1/embed_top1"], "o-", color=line.get_color())
+        axes[1].plot(group["eps_per_image"], group["p1/pixel_top1"], ":", color=line.get_color())
+    axes[0].axhline(1.0, color="grey", ls="--", lw=1, label="no privacy")
+    axes[0].axhline(0.8, color="grey", ls=":", lw=1)
+    if len(rows):
+        axes[1].axhline(rows["p1/chance_top1"].iloc[0], color="grey", ls="--", lw=1, label="chance")
+    low, high = rows["eps_per_image"].min(), rows["eps_per_image"].max()
+    for ax, _, title in panels:
+        ax.set_xscale("log")
+        ax.set_xlim(low / 1.5, high * 1.5)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel("epsilon per image")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("(AUC_priv - 0.5) / (AUC_orig - 0.5)")
+    axes[1].set_ylabel("top-1 accuracy")
+    axes[0].legend(fontsize=7, loc="best")
+    axes[1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def image_grid(frame: pd.DataFrame, sweep_dir: Path, path: Path) -> bool:
+    """Originals vs privatized: for each mechanism/setting a block whose rows are test images and
+    whose columns are the original then one per epsilon (increasing). False when no job saved
+    samples."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = frame[frame["mechanism"] != ORIGINAL]
+    blocks = []
+    for (mechanism, series), group in rows.groupby(["mechanism", "series"], sort=True):
+        group = group.sort_values("eps_per_image")
+        strips = []
+        for _, row in group.iterrows():
+            job = sweep_dir / row["job"]
+            if (job / SAMPLES_FILE).is_file():
+                strips.append((row["eps_per_image"], np.asarray(Image.open(job / SAMPLES_FILE))))
+        first = sweep_dir / group.iloc[0]["job"] / ORIGINALS_FILE
+        if strips and first.is_file():
+            label = mechanism + (f"\n{series}" if series else "")
+            blocks.append((label, np.asarray(Image.open(first)), strips))
+    if not blocks:
+        return False
+    side = blocks[0][1].shape[0]
+    n_images = blocks[0][1].shape[1] // side
+    n_cols = 1 + max(len(b[2]) for b in blocks)
+    fig, axes = plt.subplots(
+        len(blocks) * n_images,
+        n_cols,
+        figsize=(1.3 * n_cols + 1.2, 1.3 * n_images * len(blocks)),
+        squeeze=False,
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    for b, (label, originals, strips) in enumerate(blocks):
+        for i in range(n_images):
+            r = b * n_images + i
+            cut = slice(i * side, (i + 1) * side)
+            axes[r, 0].imshow(originals[:, cut], cmap="gray", vmin=0, vmax=255)
+            for c, (eps, strip) in enumerate(strips, start=1):
+                axes[r, c].imshow(strip[:, cut], cmap="gray", vmin=0, vmax=255)
+                if i == 0:
+                    axes[r, c].set_title(f"eps={_fmt(eps)}", fontsize=7)
+            if i == 0:
+                axes[r, 0].set_title("original", fontsize=7)
+                axes[r, 0].text(
+                    -0.1, 0.5, label, transform=axes[r, 0].transAxes, ha="right",
+                    va="center", fontsize=7,
+                )  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def build_report(sweep_dir: str | Path) -> pd.DataFrame:
+    """Write ``results.csv``, ``results.md``, the plot and the grid into ``sweep_dir``."""
+    sweep_dir = Path(sweep_dir)
+    frame = merge(load_rows(sweep_dir))
+    frame.to_csv(sweep_dir / RESULTS_CSV, index=False)
+    (sweep_dir / RESULTS_MD).write_text(markdown(frame))
+    plot(frame, sweep_dir / PLOT_FILE)
+    image_grid(frame, sweep_dir, sweep_dir / GRID_FILE)
+    log.info("merged %d rows into %s", len(frame) - 1, sweep_dir / RESULTS_CSV)
+    return frame
+
+
+class MergeResults(Callback):
+    """Hydra callback: merge the jobs' rows when a multirun (or a single run) ends."""
+
+    def _merge(self, folder: str) -> None:
+        try:
+            build_report(folder)
+        except NoRowsError:
+            log.warning("no evaluation rows in %s: nothing to merge (did every job fail?)", folder)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._merge(config.hydra.sweep.dir)
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._merge(config.hydra.runtime.output_dir)

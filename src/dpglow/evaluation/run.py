@@ -1,0 +1,458 @@
+"""``evaluate(cfg)``: one evaluation job of EVALUATION.md (the plain function behind
+``src/evaluate.py``).
+
+A job privatizes the held-out test split with one setting (mechanism, epsilon, temperature, levels,
+flow) and measures U1 (classifier AUC on original vs privatized images, retention), P1 (linkage
+of privatized to original images in pixel and classifier-embedding space), P2 (same-patient
+re-identification where patients have several images), fidelity (PSNR, SSIM, Frechet distance in
+the classifier's embedding) and, with ``eval.train_on_privatized``, U2. It writes ``row.json``
+(one flat row), ``originals.png`` / ``samples.png`` (for the sweep's image grid) and logs to the
+configured loggers; the sweep's rows are merged by :mod:`dpglow.evaluation.report`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from PIL import Image
+
+from dpglow.evaluation import metrics as M
+from dpglow.evaluation.artifacts import cached, key_of, tensor_digest
+from dpglow.evaluation.discovery import find_latest, run_dir_of, training_paths
+from dpglow.privatization.build import build_privatizer, mechanism_name
+from dpglow.privatization.checkpoint import CheckpointError, file_sha256, load_flow
+
+log = logging.getLogger(__name__)
+
+ROW_FILE = "row.json"
+SAMPLES_FILE = "samples.png"
+ORIGINALS_FILE = "originals.png"
+
+
+class LeakageError(ValueError):
+    """Evaluation images were seen by the flow or the classifier during training."""
+
+
+@dataclass
+class EvalImages:
+    images: torch.Tensor  # uint8 [N, 1, S, S]
+    labels: torch.Tensor  # float [N, P], NaN = unknown
+    pathologies: list[str]
+    patients: list[str]
+    paths: list[str]
+
+
+# --------------------------------------------------------------------------- models
+
+
+def sweep_dir(cfg: DictConfig) -> Path:
+    """The multirun's sweep folder (shared by its jobs), else this run's folder."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            return Path(hydra_cfg.sweep.dir)
+    return Path(cfg.paths.output_dir)
+
+
+def _device(cfg: DictConfig) -> torch.device:
+    wanted = cfg.eval.get("device")
+    if wanted:
+        return torch.device(wanted)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _data_target(cfg: DictConfig) -> tuple[str, str]:
+    raw = OmegaConf.to_container(cfg.data, resolve=False)
+    return raw["source"]["_target_"], raw.get("root")
+
+
+def _flow(cfg: DictConfig) -> tuple[Any, dict, Path | None]:
+    path = cfg.flow.get("ckpt_path")
+    if not path:
+        target, root = _data_target(cfg)
+        found = find_latest("train", log_dir=cfg.paths.log_dir, data_target=target, data_root=root)
+        path = found.checkpoint
+        bpd = found.summary.get("metrics", {}).get("test/bpd")
+        log.info(
+            "flow: newest trained flow for this data: %s%s",
+            path,
+            f" (test bpd {bpd:.3f})" if bpd else "",
+        )
+    flow, info = load_flow(path)
+    return flow, info, run_dir_of(path)
+
+
+def _classifier(cfg: DictConfig, pathologies: list[str]) -> tuple[Any, dict, Path | None]:
+    from dpglow.classifier import ClassifierModule
+
+    weights = cfg.classifier.get("weights")
+    if weights:
+        module = ClassifierModule(pathologies=pathologies, weights=weights)
+        log.info("classifier: pretrained torchxrayvision weights %s", weights)
+        return module.eval(), {"path": None, "sha256": weights, "weights": weights}, None
+    path = cfg.classifier.get("ckpt_path")
+    if not path:
+        target, root = _data_target(cfg)
+        found = find_latest(
+            "train_classifier", log_dir=cfg.paths.log_dir, data_target=target, data_root=root
+        )
+        path = found.checkpoint
+        auc = found.summary.get("metrics", {}).get("test/auc_mean")
+        log.info(
+            "classifier: newest trained classifier for this data: %s%s",
+            path,
+            f" (test AUC {auc:.3f})" if auc else "",
+        )
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(
+            f"classifier checkpoint {str(path)!r} does not exist: train one with "
+            "`python src/train_classifier.py` or pass classifier.ckpt_path=<...>.ckpt"
+        )
+    try:
+        module = ClassifierModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(
+            f"{path} is not a dpglow classifier checkpoint ({type(err).__name__}: {err}); "
+            "train one with `python src/train_classifier.py`"
+        ) from err
+    info = {"path": str(path.resolve()), "sha256": file_sha256(path), "weights": None}
+    return module.eval(), info, run_dir_of(path)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _split(cfg: DictConfig, image_size: int, split: str, limit: int | None) -> EvalImages:
+    """A split at ``image_size``: all its images, or a seeded subset of ``limit``, in order."""
+    with open_dict(cfg):
+        cfg.model = cfg.get("model") or {}
+        cfg.model.image_size = image_size
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    data = datamodule.dataset(split)
+    keep = torch.arange(len(data.images))
+    if limit is not None and limit < len(keep):
+        # A seeded random subset, not the first N: splits list images grouped by class or patient.
+        order = torch.randperm(len(keep), generator=torch.Generator().manual_seed(int(cfg.seed)))
+        keep = order[: int(limit)].sort().values
+    rows = datamodule.splits.iloc[data.index[keep].numpy()]
+    return EvalImages(
+        images=data.images[keep].clone(),
+        labels=data.labels[keep].clone(),
+        pathologies=list(datamodule.pathologies),
+        patients=[str(p) for p in rows["patient_id"]],
+        paths=[str(Path(p).resolve()) for p in rows["path"]],
+    )
+
+
+def _check_no_leakage(test: EvalImages, runs: dict[str, Path | None]) -> None:
+    """Refuse to evaluate on images a model trained or validated on (the threat model)."""
+    for what, run_dir in runs.items():
+        seen = training_paths(run_dir)
+        if seen is None:
+            log.warning(
+                "cannot verify that the %s never saw the test images (no splits.csv beside its "
+                "checkpoint); make sure it was trained on this data's training split",
+                what,
+            )
+            continue
+        leaked = [p for p in test.paths if p in seen]
+        if leaked:
+            raise LeakageError(
+                f"{len(leaked)} of the {len(test.paths)} evaluation images were in the {what}'s "
+                f"training or validation split (e.g. {leaked[0]}; run {run_dir}). Evaluate with "
+                "the same data settings (seed, fractions, data.max_images) the models were "
+                "trained with, or retrain them on this split."
+            )
+
+
+# --------------------------------------------------------------------------- computation
+
+
+def _batched(fn: Callable, images: torch.Tensor, batch_size: int, device: torch.device):
+    outs = [fn(chunk.to(device)) for chunk in images.split(batch_size)]
+    if isinstance(outs[0], tuple):
+        return tuple(torch.cat([o[i].float().cpu() for o in outs]) for i in range(len(outs[0])))
+    return torch.cat([o.cpu() for o in outs])
+
+
+def _privatize(
+    privatizer: Any, images: torch.Tensor, *, noise_seed: int | None, batch: int, device
+) -> dict:
+    from dpglow.privacy import noise_generator
+
+    generator, source = noise_generator(noise_seed=noise_seed, device=device)
+    outputs, record = [], None
+    for chunk in images.split(batch):
+        private, record = privatizer(chunk.to(device), generator=generator, noise_source=source)
+        outputs.append(private.cpu())
+    return {"images": torch.cat(outputs), "record": record.as_dict()}
+
+
+def _aligned_scores(
+    scores: torch.Tensor, classifier, test: EvalImages
+) -> tuple[torch.Tensor, list]:
+    """Scores and labels for the pathologies both the classifier and the data have."""
+    names = [p for p in classifier.pathologies if p in test.pathologies]
+    if not names:
+        raise ValueError(
+            f"the classifier predicts {classifier.pathologies} but the data is labelled with "
+            f"{test.pathologies}: use a classifier trained on this dataset"
+        )
+    cols = [classifier.pathologies.index(p) for p in names]
+    return scores[:, cols], names
+
+
+def _u1(orig_scores, priv_scores, labels, names) -> dict[str, float]:
+    auc_o = M.auc_per_pathology(orig_scores, labels, names)
+    auc_p = M.auc_per_pathology(priv_scores, labels, names)
+    row = {
+        "u1/auc_orig_mean": M.mean_auc(auc_o),
+        "u1/auc_priv_mean": M.mean_auc(auc_p),
+    }
+    row["u1/retention"] = M.auc_retention(row["u1/auc_priv_mean"], row["u1/auc_orig_mean"])
+    for name in names:
+        row[f"u1/auc_orig_{name}"] = auc_o[name]
+        row[f"u1/auc_priv_{name}"] = auc_p[name]
+        row[f"u1/retention_{name}"] = M.auc_retention(auc_p[name], auc_o[name])
+    return row
+
+
+def _p1(private, original, priv_emb, orig_emb, ks) -> dict[str, float]:
+    ks = tuple(k for k in ks if k <= len(private))
+    pixel = M.linkage_topk(private.flatten(1).float(), original.flatten(1).float(), ks=ks)
+    embed = M.linkage_topk(priv_emb, orig_emb, ks=ks, metric="cosine")
+    row = {}
+    for k in ks:
+        row[f"p1/pixel_top{k}"] = pixel[f"top{k}"]
+        row[f"p1/embed_top{k}"] = embed[f"top{k}"]
+        row[f"p1/chance_top{k}"] = pixel[f"chance_top{k}"]
+    return row
+
+
+def _p2(test: EvalImages, private, priv_emb, orig_emb, original_p2: dict) -> dict[str, float]:
+    counts: dict[str, int] = {}
+    for p in test.patients:
+        counts[p] = counts.get(p, 0) + 1
+    if max(counts.values()) < 2:
+        return {}
+    pixel = M.reidentification(
+        private.flatten(1).float(), test.patients, gallery=test.images.flatten(1).float()
+    )
+    embed = M.reidentification(priv_emb, test.patients, gallery=orig_emb, metric="cosine")
+    return {
+        "p2/pixel_top1": pixel["top1"],
+        "p2/pixel_map": pixel["map"],
+        "p2/embed_top1": embed["top1"],
+        "p2/embed_map": embed["map"],
+        "p2/chance_top1": embed["chance_top1"],
+        "p2/chance_map": embed["chance_map"],
+        "p2/n_queries": embed["n_queries"],
+        **original_p2,
+    }
+
+
+def _originals_p2(test: EvalImages, orig_emb) -> dict[str, float]:
+    """Re-identification among the original images: how identifying the images are at all."""
+    if len(set(test.patients)) == len(test.patients):
+        return {}
+    embed = M.reidentification(orig_emb, test.patients, metric="cosine")
+    pixel = M.reidentification(test.images.flatten(1).float(), test.patients)
+    return {
+        "p2/orig_embed_top1": embed["top1"],
+        "p2/orig_embed_map": embed["map"],
+        "p2/orig_pixel_top1": pixel["top1"],
+        "p2/orig_pixel_map": pixel["map"],
+    }
+
+
+def _fidelity(private, original, priv_emb, orig_emb) -> dict[str, float]:
+    a, b = private.double() / 255.0, original.double() / 255.0
+    row = {"fid/psnr": M.psnr(a, b)}
+    row["fid/ssim"] = M.ssim(a, b) if min(a.shape[-2:]) >= 11 else math.nan
+    row["fid/frechet"] = M.frechet_distance(orig_emb, priv_emb)
+    return row
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _strip(images: torch.Tensor) -> np.ndarray:
+    """uint8 [K, 1, S, S] -> one row image [S, K*S]."""
+    return torch.cat(list(images[:, 0]), dim=1).numpy()
+
+
+def _settings(cfg: DictConfig, privatizer: Any, flow_info: dict) -> dict[str, Any]:
+    privacy = cfg.privacy
+    latent = privacy.space == "latent"
+    mech = OmegaConf.to_container(privacy.mechanism, resolve=True)
+    levels = privacy.levels if latent else None
+    return {
+        "mechanism": mechanism_name(privacy),
+        "space": privacy.space,
+        "epsilon": float(cfg.epsilon),
+        "accounting": mech.get("accounting", "per_image"),
+        "levels": "all"
+        if not latent or levels == "all"
+        else ",".join(str(i) for i in privatizer.levels),
+        "postprocess": privacy.postprocess,
+        "temperature": float(cfg.temperature) if latent else math.nan,
+        "cell": mech.get("cell", math.nan),
+        "flow_depth": flow_info["net_config"]["depth"],
+        "flow_levels": flow_info["net_config"]["num_levels"],
+        "flow_width": flow_info["net_config"]["hidden_channels"],
+        "flow_ckpt": flow_info["path"],
+    }
+
+
+def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run one evaluation job; returns (row, objects)."""
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = _device(cfg)
+    batch = int(cfg.eval.batch_size)
+    cache_dir = sweep_dir(cfg) / "cache" if cfg.eval.get("cache") else None
+
+    flow, flow_info, flow_run = _flow(cfg)
+    test = _split(cfg, flow.image_size, "test", cfg.eval.get("max_images"))
+    classifier, clf_info, clf_run = _classifier(cfg, test.pathologies)
+    _check_no_leakage(test, {"flow": flow_run, "classifier": clf_run})
+    flow.to(device)
+    classifier.to(device)
+    log.info("evaluating on %d %s test images (%d px)", len(test.images), device, flow.image_size)
+
+    images_key = tensor_digest(test.images)
+    original = cached(
+        cache_dir,
+        "originals",
+        key_of([clf_info["sha256"], images_key]),
+        lambda: dict(
+            zip(
+                ("scores", "embeddings"),
+                _batched(classifier.score_and_embed, test.images, batch, device),
+                strict=True,
+            )
+        ),
+    )
+
+    privatizer = build_privatizer(
+        cfg.privacy, flow=flow, temperature=cfg.temperature, n_bits=flow_info["n_bits"]
+    )
+    latent = cfg.privacy.space == "latent"
+    private_key = key_of(
+        {
+            "flow": flow_info["sha256"] if latent else flow.image_size,
+            "privacy": OmegaConf.to_container(cfg.privacy, resolve=True),
+            "temperature": cfg.temperature if latent else None,
+            "noise_seed": cfg.get("noise_seed"),
+            "images": images_key,
+        }
+    )
+    released = cached(
+        cache_dir,
+        "privatized",
+        private_key,
+        lambda: _privatize(
+            privatizer, test.images, noise_seed=cfg.get("noise_seed"), batch=batch, device=device
+        ),
+    )
+    private, record = released["images"], released["record"]
+    priv_scores, priv_emb = _batched(classifier.score_and_embed, private, batch, device)
+
+    orig_scores, names = _aligned_scores(original["scores"], classifier, test)
+    priv_scores, _ = _aligned_scores(priv_scores, classifier, test)
+    labels = test.labels[:, [test.pathologies.index(p) for p in names]]
+    orig_emb = original["embeddings"]
+
+    row: dict[str, Any] = _settings(cfg, privatizer, flow_info)
+    row.update(
+        {
+            "eps_per_image": record["epsilon_per_image"],
+            "eps_per_element": record["epsilon_per_element"],
+            "delta": record["delta"],
+            "d": record["d"],
+            "clip": record["clip"],
+            "noise": record["noise"],
+            "noise_scale": record["noise_scale"],
+            "noise_source": record["noise_source"],
+            "private": record["private"],
+            "data": _data_target(cfg)[0].rsplit(".", 1)[-1],
+            "n_images": len(test.images),
+            "classifier": clf_info["path"] or clf_info["weights"],
+        }
+    )
+    row.update(_u1(orig_scores, priv_scores, labels, names))
+    row.update(_p1(private, test.images, priv_emb, orig_emb, cfg.eval.linkage_ks))
+    row.update(_p2(test, private, priv_emb, orig_emb, _originals_p2(test, orig_emb)))
+    row.update(_fidelity(private, test.images, priv_emb, orig_emb))
+    if cfg.eval.get("train_on_privatized"):
+        from dpglow.evaluation.utility import u2
+
+        row.update(u2(cfg, classifier=classifier, privatizer=privatizer, test=test, device=device))
+
+    (out_dir / ROW_FILE).write_text(json.dumps(row, indent=2))
+    k = min(int(cfg.eval.grid_images), len(test.images))
+    Image.fromarray(_strip(test.images[:k])).save(out_dir / ORIGINALS_FILE)
+    Image.fromarray(_strip(private[:k])).save(out_dir / SAMPLES_FILE)
+    log.info(
+        "%s eps/image=%.4g: AUC %.3f -> %.3f (retention %.3f), linkage top-1 pixel %.3f / "
+        "embedding %.3f (chance %.3f)",
+        row["mechanism"],
+        row["eps_per_image"],
+        row["u1/auc_orig_mean"],
+        row["u1/auc_priv_mean"],
+        row["u1/retention"],
+        row["p1/pixel_top1"],
+        row["p1/embed_top1"],
+        row["p1/chance_top1"],
+    )
+    _log_row(cfg, row, out_dir)
+    return row, {"private": private, "test": test, "record": record}
+
+
+def _log_row(cfg: DictConfig, row: dict[str, Any], out_dir: Path) -> None:
+    from dpglow.utils.instantiate import instantiate_loggers
+
+    logger_cfg = cfg.get("logger")
+    if logger_cfg and "wandb" in logger_cfg:
+        # One W&B run per job, grouped by the sweep, so the dashboard compares its settings.
+        with open_dict(cfg):
+            logger_cfg.wandb.group = f"{cfg.task_name}-{sweep_dir(cfg).name}"
+            logger_cfg.wandb.name = logger_cfg.wandb.get("name") or out_dir.name
+    loggers = instantiate_loggers(logger_cfg)
+    if not loggers:
+        return
+    numeric = {
+        k: float(v)
+        for k, v in row.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    }
+    config = OmegaConf.to_container(cfg, resolve=True)
+    for logger in loggers:
+        logger.log_hyperparams(config)
+        logger.log_metrics(numeric)
+        if hasattr(logger, "log_table"):  # W&B: the row as a table, and the image strips
+            columns = list(row)
+            logger.log_table(key="results", columns=columns, data=[[row[c] for c in columns]])
+            logger.log_image(
+                key="privatized",
+                images=[str(out_dir / ORIGINALS_FILE), str(out_dir / SAMPLES_FILE)],
+                caption=["original", f"{row['mechanism']} eps/image={row['eps_per_image']:.4g}"],
+            )
+        logger.save()
+        logger.finalize("success")

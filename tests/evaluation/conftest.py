@@ -1,0 +1,83 @@
+"""A tiny flow and a tiny classifier trained on the same patient-grouped split of real pediatric
+X-rays, in run folders laid out as train.py / train_classifier.py write them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
+
+from conftest import CONF_DIR, tiny_overrides
+from dpglow.data import default_data_dir
+
+# The evaluation data: shared by the models' training and every evaluation in these tests.
+DATA = ["data=pediatric", "data.max_images=360"]
+CLASSIFIER = [
+    "model.image_size=32",
+    "model.growth_rate=8",
+    "model.block_config=[2,2]",
+    "model.num_init_features=16",
+]
+
+
+def _train(config_name: str, run_dir: Path, cache: Path, overrides: list[str]) -> Path:
+    from dpglow.training.pipeline import train
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose(
+            config_name=config_name,
+            return_hydra_config=True,
+            overrides=[*tiny_overrides(cache, tiny_model=False), *DATA, *overrides],
+        )
+    GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig().set_config(cfg)
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save({k: v for k, v in cfg.items() if k != "hydra"}, run_dir / ".hydra/config.yaml")
+    train(cfg)
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def eval_models(tmp_path_factory) -> dict[str, Path]:
+    """{"flow", "classifier", "log_dir", "cache"}: checkpoints under log_dir/<task>/runs/."""
+    if default_data_dir() is None:
+        pytest.skip("no chest X-ray data")
+    root = tmp_path_factory.mktemp("eval_models")
+    log_dir, cache = root / "outputs", root / "cache"
+    flow = _train(
+        "train",
+        log_dir / "train" / "runs" / "flow",
+        cache,
+        [
+            "model=glow_32",
+            "model.num_levels=2",
+            "model.depth=2",
+            "model.hidden_channels=16",
+            "model.optimizer.lr=1e-3",
+            "data.batch_size=8",
+            "trainer.limit_train_batches=30",
+            "test=false",
+        ],
+    )
+    classifier = _train(
+        "train_classifier",
+        log_dir / "train_classifier" / "runs" / "classifier",
+        cache,
+        [
+            *CLASSIFIER,
+            "data.batch_size=16",
+            "trainer.max_epochs=4",
+            "trainer.limit_train_batches=null",
+            "test=false",
+        ],
+    )
+    return {"flow": flow, "classifier": classifier, "log_dir": log_dir, "cache": cache}

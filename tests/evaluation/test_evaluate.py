@@ -1,0 +1,275 @@
+"""evaluate.py end to end on real X-rays with tiny models, the sanity checks of the protocol, and
+the pieces around it (checkpoint discovery, leakage refusal, caching, the report)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from conftest import CONF_DIR, run_entry
+from dpglow.evaluation.discovery import MissingCheckpointError, find_latest
+from dpglow.evaluation.report import NoRowsError, build_report, load_rows
+from dpglow.evaluation.run import EvalImages, LeakageError, _check_no_leakage, evaluate
+from evaluation.conftest import DATA
+
+REQUIRED_COLUMNS = [
+    # settings and the accounting record
+    "mechanism", "epsilon", "eps_per_image", "eps_per_element", "delta", "d", "noise_scale",
+    "private", "levels", "postprocess", "temperature", "flow_depth",
+    # U1, P1, P2, fidelity
+    "u1/auc_orig_mean", "u1/auc_priv_mean", "u1/retention", "u1/auc_priv_Pneumonia",
+    "p1/pixel_top1", "p1/pixel_top5", "p1/embed_top1", "p1/embed_top5", "p1/chance_top1",
+    "p2/embed_top1", "p2/embed_map", "p2/chance_map", "p2/orig_embed_map",
+    "fid/psnr", "fid/ssim", "fid/frechet",
+]  # fmt: skip
+
+
+def _args(models: dict, out: Path) -> list[str]:
+    return [
+        *DATA,
+        f"paths.log_dir={models['log_dir']}",
+        f"paths.cache_dir={models['cache']}",
+        "eval.batch_size=64",
+        f"hydra.sweep.dir={out}",
+        f"hydra.run.dir={out}",
+    ]
+
+
+@pytest.fixture
+def run_eval(eval_models, tmp_path):
+    """run_eval(*overrides) -> row: one evaluation job in this process."""
+
+    def _run(*overrides: str, out: Path | None = None) -> dict:
+        out = out or tmp_path / "run"
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+            cfg = compose(
+                config_name="evaluate",
+                return_hydra_config=True,
+                overrides=[*_args(eval_models, out), *overrides],
+            )
+        GlobalHydra.instance().clear()
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(out)
+            cfg.hydra.runtime.output_dir = str(out)
+            cfg.hydra.job.num = 0
+        HydraConfig().set_config(cfg)
+        return evaluate(cfg)[0]
+
+    return _run
+
+
+def test_multirun_merges_rows_plot_and_grid(eval_models, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_entry(
+        "evaluate.py",
+        "-m",
+        "epsilon=1,inf",
+        "privacy=laplace_l1,dp_pix",
+        "noise_seed=0",
+        *_args(eval_models, sweep),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    logs = result.stdout + result.stderr
+    # No checkpoint was named: the newest of this data's runs were found and announced.
+    assert "newest trained flow" in logs and "newest trained classifier" in logs
+    frame = pd.read_csv(sweep / "results.csv")
+    assert len(frame) == 5  # the no-privacy baseline + 4 jobs
+    assert not [c for c in REQUIRED_COLUMNS if c not in frame], frame.columns.tolist()
+    jobs = frame[frame["mechanism"] != "original (no privacy)"]
+    assert sorted(jobs["mechanism"]) == ["dp_pix", "dp_pix", "laplace_l1", "laplace_l1"]
+    assert (jobs["private"] == False).all()  # noqa: E712  (noise_seed: reproducible = not private)
+    for name in ("results.md", "privacy_utility.png", "image_grid.png"):
+        assert (sweep / name).stat().st_size > 0
+    assert "| laplace_l1 |" in (sweep / "results.md").read_text()
+    # Original scores/embeddings once per sweep; one privatized set per setting.
+    assert len(list((sweep / "cache" / "originals").glob("*.pt"))) == 1
+    assert len(list((sweep / "cache" / "privatized").glob("*.pt"))) == 4
+
+    # report.py rebuilds the same table from the rows.
+    merged = (sweep / "results.csv").read_text()
+    (sweep / "results.csv").unlink()
+    rebuilt = run_entry("report.py", str(sweep))
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert (sweep / "results.csv").read_text() == merged
+
+
+def test_identity_at_infinite_epsilon(run_eval):
+    row = run_eval("privacy=laplace_l1", "epsilon=inf", "privacy.postprocess=none")
+    assert row["noise"] == "none" and math.isinf(row["eps_per_image"])
+    assert row["u1/retention"] == pytest.approx(1.0, abs=0.05)
+    assert row["p1/pixel_top1"] > 0.95 and row["p1/embed_top1"] > 0.9
+    assert row["fid/psnr"] > 40 and row["fid/ssim"] > 0.99
+
+
+def test_tiny_epsilon_links_at_chance(run_eval):
+    row = run_eval("privacy=laplace_l1", "epsilon=0.001", "privacy.postprocess=none")
+    n = row["n_images"]
+    assert row["p1/chance_top1"] == pytest.approx(1 / n)
+    for space in ("pixel", "embed"):
+        # Random outputs: ~chance (5/n at top-5); a real link would be near 1.
+        assert row[f"p1/{space}_top5"] < 5 / n + 0.25
+        assert row[f"p1/{space}_top1"] < 1 / n + 0.15
+    assert abs(row["u1/auc_priv_mean"] - 0.5) < 0.3
+
+
+def test_privatized_set_is_reused_when_only_the_attacker_changes(run_eval, tmp_path, caplog):
+    out = tmp_path / "shared"
+    first = run_eval("epsilon=100", "eval.linkage_ks=[1,5]", out=out)
+    with caplog.at_level("INFO"):
+        second = run_eval("epsilon=100", "eval.linkage_ks=[1,3]", out=out)
+    assert "reusing privatized" in caplog.text and "reusing originals" in caplog.text
+    assert "p1/pixel_top3" in second and "p1/pixel_top3" not in first
+    assert second["fid/psnr"] == first["fid/psnr"]  # the very same privatized images
+    third = run_eval("epsilon=200", out=out)
+    assert third["fid/psnr"] != first["fid/psnr"]
+
+
+def test_u2_trains_on_privatized_images(run_eval):
+    row = run_eval(
+        "privacy=dp_pix",
+        "epsilon=inf",
+        "eval.train_on_privatized=true",
+        "eval.u2.max_epochs=1",
+        "eval.u2.max_images=64",
+    )
+    assert row["u2/n_train"] == 64
+    # dp_pix at eps=inf releases the originals: both classifiers see the same images and seed.
+    assert row["u2/auc_train_priv_mean"] == pytest.approx(row["u2/auc_train_orig_mean"])
+    assert 0.0 <= row["u2/auc_train_orig_mean"] <= 1.0
+
+
+def test_classifier_on_shuffled_labels_scores_chance(run_eval, eval_models):
+    from dpglow.evaluation.run import _split
+    from dpglow.evaluation.utility import train_and_test
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose(
+            config_name="evaluate",
+            overrides=[f"paths.cache_dir={eval_models['cache']}", "data.max_images=1200"],
+        )
+    train, test = _split(cfg, 32, "train", None), _split(cfg, 32, "test", None)
+    settings = cfg.eval.u2.copy()
+    settings.max_epochs, settings.lr = 3, 3e-3
+    kwargs = dict(
+        pathologies=test.pathologies,
+        architecture={"image_size": 32, "growth_rate": 8, "block_config": (2, 2)},
+        settings=settings,
+        device=torch.device("cpu"),
+    )
+    true = train_and_test(train.images, train.labels, test.images, test.labels, seed=0, **kwargs)
+    shuffled = []
+    for seed in range(4):
+        order = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(seed))
+        result = train_and_test(
+            train.images, train.labels[order], test.images, test.labels, seed=seed, **kwargs
+        )
+        shuffled.append(result["mean"])
+    # One shuffled-label classifier is a random function of the images, and pneumonia is a strong
+    # axis of image variation, so single runs scatter (0.39..0.72 seen); their mean is chance.
+    assert true["mean"] > 0.8 and true["mean"] > max(shuffled) + 0.05
+    assert abs(sum(shuffled) / len(shuffled) - 0.5) < 0.15
+
+
+def test_evaluation_on_training_images_is_refused(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    pd.DataFrame(
+        {"image_id": ["a"], "patient_id": ["p"], "split": ["train"], "path": [str(tmp_path / "a")]}
+    ).to_csv(run / "splits.csv", index=False)
+    test = EvalImages(
+        images=torch.zeros(1, 1, 8, 8, dtype=torch.uint8),
+        labels=torch.zeros(1, 1),
+        pathologies=["x"],
+        patients=["p"],
+        paths=[str((tmp_path / "a").resolve())],
+    )
+    with pytest.raises(LeakageError, match="training or validation split"):
+        _check_no_leakage(test, {"flow": run})
+    _check_no_leakage(test, {"flow": None})  # unverifiable: a warning, not an error
+
+
+def _fake_run(root: Path, name: str, source: str, *, finished: bool) -> Path:
+    run = root / "train" / "runs" / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    (run / ".hydra" / "config.yaml").write_text(
+        f"data:\n  source:\n    _target_: {source}\n  root: ${{paths.data_dir}}/x\n"
+    )
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"0")
+    if finished:
+        (run / "summary.json").write_text(json.dumps({"metrics": {}}))
+    return run / "checkpoints" / "last.ckpt"
+
+
+def test_discovery_picks_the_newest_finished_run_of_the_same_data(tmp_path):
+    import os
+
+    ped, nih = "dpglow.data.sources.PediatricSource", "dpglow.data.sources.NIHSource"
+    old = _fake_run(tmp_path, "a", ped, finished=True)
+    new = _fake_run(tmp_path, "b", ped, finished=True)
+    unfinished = _fake_run(tmp_path, "c", ped, finished=False)
+    other = _fake_run(tmp_path, "d", nih, finished=True)
+    for i, path in enumerate([old, new, unfinished, other]):
+        os.utime(path, (1000 + i, 1000 + i))
+    assert find_latest("train", log_dir=tmp_path, data_target=ped).checkpoint == new
+    assert find_latest("train", log_dir=tmp_path, data_target=nih).checkpoint == other
+    with pytest.raises(MissingCheckpointError, match=r"python src/train_classifier\.py"):
+        find_latest("train_classifier", log_dir=tmp_path, data_target=ped)
+
+
+def test_missing_models_say_which_command_makes_them(tmp_path, data_dir):
+    result = run_entry("evaluate.py", f"paths.log_dir={tmp_path}", f"hydra.run.dir={tmp_path}/r")
+    assert result.returncode != 0
+    assert "python src/train.py" in result.stderr
+
+
+def test_report_without_rows_says_what_to_pass(tmp_path):
+    with pytest.raises(NoRowsError, match=r"evaluate\.py"):
+        load_rows(tmp_path)
+    result = run_entry("report.py", str(tmp_path))
+    assert result.returncode == 2 and "evaluate.py" in result.stderr
+
+
+def test_report_labels_series_that_vary(tmp_path):
+    base = {
+        "mechanism": "laplace_l1", "eps_per_image": 1.0, "eps_per_element": 1.0, "d": 4,
+        "levels": "all", "postprocess": "none", "temperature": 1.0, "cell": math.nan,
+        "classifier": "c", "data": "PediatricSource", "n_images": 10, "u1/auc_orig_mean": 0.9,
+        "u1/auc_priv_mean": 0.7, "u1/retention": 0.5, "p1/pixel_top1": 0.1,
+        "p1/embed_top1": 0.2, "p1/chance_top1": 0.1, "p1/chance_top5": 0.5,
+    }  # fmt: skip
+    for i, (eps, levels) in enumerate([(1.0, "all"), (10.0, "all"), (1.0, "3")]):
+        (tmp_path / str(i)).mkdir()
+        row = base | {"eps_per_image": eps, "levels": levels}
+        (tmp_path / str(i) / "row.json").write_text(json.dumps(row))
+    frame = build_report(tmp_path)
+    assert frame["mechanism"].iloc[0] == "original (no privacy)"
+    assert frame["u1/retention"].iloc[0] == 1.0
+    assert sorted(frame["series"].iloc[1:]) == ["levels=3", "levels=all", "levels=all"]
+    assert (tmp_path / "privacy_utility.png").stat().st_size > 0
+
+
+def test_optuna_search_runs_trials(eval_models, tmp_path):
+    sweep = tmp_path / "optuna"
+    result = run_entry(
+        "evaluate.py",
+        "-m",
+        "hparams_search=evaluate_optuna",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+        *_args(eval_models, sweep),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(pd.read_csv(sweep / "results.csv")) == 3
+    assert "best_params" in (sweep / "optimization_results.yaml").read_text()

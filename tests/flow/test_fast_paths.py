@@ -1,0 +1,125 @@
+"""The fast paths compute what the plain computation does: the coupling network as matrix
+products, the cached 1x1-convolution weights, and float32 numerics under bf16 autocast."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dpglow.flow import AffineCoupling, Glow, InvConv2dLU, ZeroConv2d
+
+
+def _perturbed(module: torch.nn.Module, scale: float = 0.1, seed: int = 1) -> torch.nn.Module:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * scale)
+    return module
+
+
+def _tiny_glow(**kw) -> Glow:
+    torch.manual_seed(0)
+    model = Glow(image_size=8, num_levels=2, depth=2, hidden_channels=16, **kw)
+    model.initialize(torch.rand(32, 1, 8, 8) - 0.5)
+    return _perturbed(model, 0.05, seed=3)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_coupling_matmul_path_equals_the_convolutions(affine, dtype):
+    torch.manual_seed(0)
+    layer = _perturbed(AffineCoupling(6, 16, affine=affine).to(dtype))
+    x_a = torch.randn(3, 3, 5, 7, dtype=dtype, requires_grad=True)
+    fast, plain = layer._hidden(x_a), layer.net(x_a)
+    assert fast.shape == plain.shape and fast.dtype == plain.dtype
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(fast, plain, atol=tol, rtol=tol)
+    # Same gradients for the input and every parameter.
+    grad_out = torch.randn_like(plain)
+    params = [x_a, *layer.parameters()]
+    fast_grads = torch.autograd.grad(fast, params, grad_out)
+    plain_grads = torch.autograd.grad(plain, params, grad_out)
+    for a, b in zip(fast_grads, plain_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=10 * tol, rtol=10 * tol)
+
+
+def test_zero_conv_rows_equals_the_convolution():
+    torch.manual_seed(0)
+    layer = _perturbed(ZeroConv2d(12, 5))
+    x = torch.randn(2, 12, 6, 4)
+    rows = x.permute(0, 2, 3, 1).reshape(-1, 12)
+    torch.testing.assert_close(layer.forward_rows(rows, (2, 6, 4)), layer(x), atol=1e-5, rtol=1e-5)
+
+
+def test_invconv_cache_is_reused_and_equals_a_fresh_computation():
+    layer = _perturbed(InvConv2dLU(6))
+    with torch.no_grad():
+        weight, inverse = layer.weight(), layer.inverse_weight()
+        assert layer.weight() is weight and layer.inverse_weight() is inverse
+    assert not weight.requires_grad and not inverse.requires_grad
+    torch.testing.assert_close(weight, layer._weight().detach(), atol=0, rtol=0)
+    fresh_inverse = torch.linalg.inv(layer._weight().detach().double()).float()
+    torch.testing.assert_close(inverse, fresh_inverse, atol=0, rtol=0)
+    # With autograd on, the weight is part of the graph and never comes from the cache.
+    assert layer.weight().requires_grad and layer.weight() is not weight
+
+
+def test_invconv_cache_follows_optimizer_steps_loads_and_dtype_changes():
+    layer = _perturbed(InvConv2dLU(4))
+    x = torch.randn(2, 4, 3, 3)
+    with torch.no_grad():
+        stale = layer.inverse_weight()
+    optimizer = torch.optim.SGD(layer.parameters(), lr=1e-3)
+    y, logdet = layer(x)
+    (y.square().sum() + logdet.sum()).backward()
+    optimizer.step()
+    with torch.no_grad():
+        torch.testing.assert_close(layer.reverse(layer(x)[0]), x, atol=1e-5, rtol=0)
+        new = layer.inverse_weight()
+    assert not torch.allclose(new, stale)
+    torch.testing.assert_close(
+        new, torch.linalg.inv(layer._weight().detach().double()).float(), atol=0, rtol=0
+    )
+
+    other = _perturbed(InvConv2dLU(4), seed=7)
+    layer.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(layer.inverse_weight(), other.inverse_weight())
+    layer.double()
+    with torch.no_grad():
+        assert layer.inverse_weight().dtype == torch.float64
+
+
+def test_encode_and_decode_without_autograd_equal_the_plain_passes():
+    model = _tiny_glow()
+    x = torch.rand(4, 1, 8, 8) - 0.5
+    _, logdet, latents = model(x)  # autograd on: nothing cached
+    assert logdet.requires_grad
+    model.eval()
+    with torch.no_grad():
+        fast = model.encode(x)
+        # Equal up to float32 rounding (matmul may pick another kernel without autograd).
+        for a, b in zip(fast, latents, strict=True):
+            torch.testing.assert_close(a, b.detach(), atol=1e-6, rtol=1e-6)
+        decoded = model.decode(fast)
+    torch.testing.assert_close(decoded, model.decode(latents).detach(), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(decoded, x, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("split_prior", ["fixed", "learned"])
+def test_bf16_autocast_keeps_logdet_latents_and_inverse_in_float32(split_prior):
+    model = _tiny_glow(split_prior=split_prior)
+    x = torch.rand(4, 1, 8, 8) - 0.5
+    with torch.no_grad():
+        reference = model.log_prob(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            log_p, logdet, latents = model(x)
+            invconv = model.levels[0].steps[0].invconv
+            assert invconv(torch.randn(2, 4, 4, 4))[0].dtype == torch.float32
+            decoded = model.decode(latents)
+    assert log_p.dtype == logdet.dtype == torch.float32
+    assert all(u.dtype == torch.float32 for u in latents)
+    assert decoded.dtype == torch.float32
+    # The coupling networks run in bf16 (about 3 significant digits), the rest in float32.
+    torch.testing.assert_close(log_p + logdet, reference, atol=0.5, rtol=1e-2)
+    torch.testing.assert_close(decoded, x, atol=1e-2, rtol=0)
