@@ -28,7 +28,7 @@ REQUIRED_COLUMNS = [
     # U1, P1, P2, fidelity
     "u1/auc_orig_mean", "u1/auc_priv_mean", "u1/retention", "u1/auc_priv_Pneumonia",
     "p1/pixel_top1", "p1/pixel_top5", "p1/embed_top1", "p1/embed_top5", "p1/chance_top1",
-    "p2/embed_top1", "p2/embed_map", "p2/chance_map", "p2/orig_embed_map",
+    "p2/embed_top1", "p2/embed_map", "p2/chance_map", "p2/constant_top1", "p2/orig_embed_map",
     "fid/psnr", "fid/ssim", "fid/frechet",
 ]  # fmt: skip
 
@@ -179,6 +179,28 @@ def test_classifier_on_shuffled_labels_scores_chance(run_eval, eval_models):
     # axis of image variation, so single runs scatter (0.39..0.72 seen); their mean is chance.
     assert true["mean"] > 0.8 and true["mean"] > max(shuffled) + 0.05
     assert abs(sum(shuffled) / len(shuffled) - 0.5) < 0.15
+
+
+def test_uninformative_outputs_reidentify_no_better_than_a_constant_ranking():
+    from dpglow.evaluation.run import _p2
+
+    gen = torch.Generator().manual_seed(0)
+    patients = ["a"] * 6 + ["b"] * 2 + ["c"] * 2 + ["d", "e"]
+    n = len(patients)
+    test = EvalImages(
+        images=torch.randint(0, 256, (n, 1, 8, 8), generator=gen, dtype=torch.uint8),
+        labels=torch.zeros(n, 1),
+        pathologies=["x"],
+        patients=patients,
+        paths=[str(i) for i in range(n)],
+    )
+    orig_emb = torch.randn(n, 16, generator=gen)
+    # Every released image is the same: the attacker's ranking is one fixed order.
+    private = test.images[:1].expand(n, -1, -1, -1).clone()
+    row = _p2(test, private, orig_emb[:1].expand(n, -1).clone(), orig_emb, {})
+    assert row["p2/n_queries"] == 10 and row["p2/constant_top1"] == 6 / 10
+    assert row["p2/embed_top1"] <= row["p2/constant_top1"]
+    assert row["p2/pixel_top1"] <= row["p2/constant_top1"]
 
 
 def test_evaluation_on_training_images_is_refused(tmp_path):

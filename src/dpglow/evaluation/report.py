@@ -35,7 +35,8 @@ MD_COLUMNS = (
     ("eps_per_element", "eps/element"), ("d", "d"), ("u1/auc_priv_mean", "AUC"),
     ("u1/retention", "retention"), ("p1/pixel_top1", "link@1 px"),
     ("p1/embed_top1", "link@1 emb"), ("p1/embed_top5", "link@5 emb"),
-    ("p1/chance_top1", "chance@1"), ("p2/embed_top1", "re-id@1"), ("p2/embed_map", "re-id mAP"),
+    ("p1/chance_top1", "chance@1"), ("p2/embed_top1", "re-id@1"),
+    ("p2/constant_top1", "const@1"), ("p2/embed_map", "re-id mAP"),
     ("p2/chance_map", "chance mAP"), ("fid/psnr", "PSNR"), ("fid/ssim", "SSIM"),
     ("fid/frechet", "FD emb"), ("u2/auc_train_priv_mean", "U2 AUC"),
     ("u2/retention", "U2 retention"),
@@ -72,19 +73,22 @@ def load_rows(sweep_dir: str | Path) -> pd.DataFrame:
 
 
 def _series(frame: pd.DataFrame) -> pd.Series:
-    """A label per row from the settings that vary within the sweep (besides epsilon)."""
-    varying = [
-        k
-        for k in SERIES_KEYS
-        if k in frame and frame.groupby("mechanism")[k].nunique(dropna=True).max() > 1
-    ]
+    """A label per row from the settings that vary among the rows of its mechanism (besides
+    epsilon), e.g. ``levels=coarsest`` or ``cell=16``."""
+    varying = {
+        mechanism: [k for k in SERIES_KEYS if k in group and group[k].nunique(dropna=True) > 1]
+        for mechanism, group in frame.groupby("mechanism")
+    }
 
     def label(row: pd.Series) -> str:
         parts = []
-        for key in varying:
+        for key in varying.get(row["mechanism"], []):
             value = row[key]
-            if isinstance(value, float) and math.isnan(value):
-                continue
+            if isinstance(value, float):
+                if math.isnan(value):
+                    continue
+                if value.is_integer():
+                    value = int(value)
             if key in ("flow_ckpt", "classifier") and isinstance(value, str):
                 value = Path(value).parent.parent.name or value
             parts.append(f"{key}={value}")
@@ -116,7 +120,10 @@ def _original_rows(frame: pd.DataFrame) -> pd.DataFrame:
                 row["u1/auc_priv_" + col.removeprefix("u1/auc_orig_")] = first[col]
             if col.startswith("p2/orig_"):
                 row["p2/" + col.removeprefix("p2/orig_")] = first[col]
-        for col in ("p2/chance_top1", "p2/chance_map", "p1/chance_top1", "p1/chance_top5"):
+        for col in (
+            "p2/chance_top1", "p2/chance_map", "p2/constant_top1", "p1/chance_top1",
+            "p1/chance_top5",
+        ):  # fmt: skip
             if col in frame:
                 row[col] = first[col]
         if "u2/auc_train_orig_mean" in frame:
@@ -162,7 +169,8 @@ def markdown(frame: pd.DataFrame) -> str:
         f"\n{int(n.iloc[0])} test images. retention = (AUC_priv - 0.5) / (AUC_orig - 0.5); "
         "link@k: privatized image's own original among the k nearest originals (pixel L2 / "
         "classifier-embedding cosine); re-id: another image of the same patient ranked first / "
-        "mean average precision; FD emb: Frechet distance in the classifier's embedding.\n"
+        "mean average precision (const@1: what a fixed ranking scores, i.e. the largest patient's "
+        "share of the queries); FD emb: Frechet distance in the classifier's embedding.\n"
         if len(n)
         else ""
     )

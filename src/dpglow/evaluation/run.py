@@ -255,7 +255,12 @@ def _p2(test: EvalImages, private, priv_emb, orig_emb, original_p2: dict) -> dic
         private.flatten(1).float(), test.patients, gallery=test.images.flatten(1).float()
     )
     embed = M.reidentification(priv_emb, test.patients, gallery=orig_emb, metric="cosine")
+    # An attacker who ignores the query and ranks the gallery in one fixed order, led by two
+    # images of the patient with the most test images, is right for all of that patient's
+    # queries: the top-1 any uninformative output reaches (chance_top1 is a random ranking's).
+    most = max(counts.values())
     return {
+        "p2/constant_top1": most / embed["n_queries"],
         "p2/pixel_top1": pixel["top1"],
         "p2/pixel_map": pixel["map"],
         "p2/embed_top1": embed["top1"],
