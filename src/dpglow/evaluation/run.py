@@ -79,18 +79,18 @@ def _data_target(cfg: DictConfig) -> tuple[str, str]:
     return raw["source"]["_target_"], raw.get("root")
 
 
+def _newest(cfg: DictConfig, task: str, metric: str, what: str) -> Path:
+    """The newest finished run of ``task`` on this data (said in the log, with its test metric)."""
+    target, root = _data_target(cfg)
+    found = find_latest(task, log_dir=cfg.paths.log_dir, data_target=target, data_root=root)
+    value = found.summary.get("metrics", {}).get(metric)
+    shown = f" ({metric} {value:.3f})" if value is not None else ""
+    log.info("%s: newest trained %s for this data: %s%s", what, what, found.checkpoint, shown)
+    return found.checkpoint
+
+
 def _flow(cfg: DictConfig) -> tuple[Any, dict, Path | None]:
-    path = cfg.flow.get("ckpt_path")
-    if not path:
-        target, root = _data_target(cfg)
-        found = find_latest("train", log_dir=cfg.paths.log_dir, data_target=target, data_root=root)
-        path = found.checkpoint
-        bpd = found.summary.get("metrics", {}).get("test/bpd")
-        log.info(
-            "flow: newest trained flow for this data: %s%s",
-            path,
-            f" (test bpd {bpd:.3f})" if bpd else "",
-        )
+    path = cfg.flow.get("ckpt_path") or _newest(cfg, "train", "test/bpd", "flow")
     flow, info = load_flow(path)
     return flow, info, run_dir_of(path)
 
@@ -103,19 +103,9 @@ def _classifier(cfg: DictConfig, pathologies: list[str]) -> tuple[Any, dict, Pat
         module = ClassifierModule(pathologies=pathologies, weights=weights)
         log.info("classifier: pretrained torchxrayvision weights %s", weights)
         return module.eval(), {"path": None, "sha256": weights, "weights": weights}, None
-    path = cfg.classifier.get("ckpt_path")
-    if not path:
-        target, root = _data_target(cfg)
-        found = find_latest(
-            "train_classifier", log_dir=cfg.paths.log_dir, data_target=target, data_root=root
-        )
-        path = found.checkpoint
-        auc = found.summary.get("metrics", {}).get("test/auc_mean")
-        log.info(
-            "classifier: newest trained classifier for this data: %s%s",
-            path,
-            f" (test AUC {auc:.3f})" if auc else "",
-        )
+    path = cfg.classifier.get("ckpt_path") or _newest(
+        cfg, "train_classifier", "test/auc_mean", "classifier"
+    )
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(
