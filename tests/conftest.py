@@ -64,6 +64,21 @@ def data_dir() -> Path:
     return found
 
 
+def compose_run(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` as its entry point would, with its run folder at
+    ``output_dir`` and the Hydra runtime set, ready for the task function."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose(config_name=config_name, return_hydra_config=True, overrides=overrides)
+    GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
 @pytest.fixture
 def compose_train(tmp_path: Path, data_dir: Path) -> Callable[..., DictConfig]:
     """compose_train(*overrides, output_dir=None, tiny_model=True) -> a ready-to-run config."""
@@ -71,20 +86,11 @@ def compose_train(tmp_path: Path, data_dir: Path) -> Callable[..., DictConfig]:
     def _compose(
         *overrides: str, output_dir: Path | None = None, tiny_model: bool = True
     ) -> DictConfig:
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-            cfg = compose(
-                config_name="train",
-                return_hydra_config=True,
-                overrides=[*tiny_overrides(tmp_path, tiny_model), *overrides],
-            )
-        out = output_dir or tmp_path / "run"
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(out)
-            cfg.hydra.runtime.output_dir = str(out)
-            cfg.hydra.job.num = 0
-        HydraConfig().set_config(cfg)
-        return cfg
+        return compose_run(
+            "train",
+            [*tiny_overrides(tmp_path, tiny_model), *overrides],
+            output_dir or tmp_path / "run",
+        )
 
     yield _compose
     GlobalHydra.instance().clear()

@@ -6,12 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
-from conftest import CONF_DIR, tiny_overrides
+from conftest import compose_run, tiny_overrides
 from dpglow.data import default_data_dir
 
 # The evaluation data: shared by the models' training and every evaluation in these tests.
@@ -27,19 +24,9 @@ CLASSIFIER = [
 def _train(config_name: str, run_dir: Path, cache: Path, overrides: list[str]) -> Path:
     from dpglow.training.pipeline import train
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        cfg = compose(
-            config_name=config_name,
-            return_hydra_config=True,
-            overrides=[*tiny_overrides(cache, tiny_model=False), *DATA, *overrides],
-        )
-    GlobalHydra.instance().clear()
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(run_dir)
-        cfg.hydra.runtime.output_dir = str(run_dir)
-        cfg.hydra.job.num = 0
-    HydraConfig().set_config(cfg)
+    cfg = compose_run(
+        config_name, [*tiny_overrides(cache, tiny_model=False), *DATA, *overrides], run_dir
+    )
     (run_dir / ".hydra").mkdir(parents=True)
     OmegaConf.save({k: v for k, v in cfg.items() if k != "hydra"}, run_dir / ".hydra/config.yaml")
     train(cfg)

@@ -12,10 +12,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
-from conftest import CONF_DIR, run_entry
+from conftest import CONF_DIR, compose_run, run_entry
 from dpglow.evaluation.discovery import MissingCheckpointError, find_latest
 from dpglow.evaluation.report import NoRowsError, build_report, load_rows
 from dpglow.evaluation.run import EvalImages, LeakageError, _check_no_leakage, evaluate
@@ -50,19 +48,7 @@ def run_eval(eval_models, tmp_path):
 
     def _run(*overrides: str, out: Path | None = None) -> dict:
         out = out or tmp_path / "run"
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-            cfg = compose(
-                config_name="evaluate",
-                return_hydra_config=True,
-                overrides=[*_args(eval_models, out), *overrides],
-            )
-        GlobalHydra.instance().clear()
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(out)
-            cfg.hydra.runtime.output_dir = str(out)
-            cfg.hydra.job.num = 0
-        HydraConfig().set_config(cfg)
+        cfg = compose_run("evaluate", [*_args(eval_models, out), *overrides], out)
         return evaluate(cfg)[0]
 
     return _run

@@ -7,13 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 from PIL import Image
 
-from conftest import CONF_DIR, tiny_overrides
+from conftest import compose_run, tiny_overrides
 from dpglow.data import default_data_dir
 from dpglow.privatization.checkpoint import load_flow
 
@@ -26,29 +22,21 @@ def trained_ckpt(tmp_path_factory) -> Path:
     from dpglow.training.pipeline import train
 
     tmp = tmp_path_factory.mktemp("flow")
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        cfg = compose(
-            config_name="train",
-            return_hydra_config=True,
-            overrides=[
-                *tiny_overrides(tmp),
-                "data=pediatric",
-                "model.depth=2",
-                "model.hidden_channels=16",
-                "model.optimizer.lr=1e-3",
-                "data.max_images=200",
-                "data.batch_size=8",
-                "trainer.limit_train_batches=40",
-                "test=false",
-            ],
-        )
-    GlobalHydra.instance().clear()
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp / "run")
-        cfg.hydra.runtime.output_dir = str(tmp / "run")
-        cfg.hydra.job.num = 0
-    HydraConfig().set_config(cfg)
+    cfg = compose_run(
+        "train",
+        [
+            *tiny_overrides(tmp),
+            "data=pediatric",
+            "model.depth=2",
+            "model.hidden_channels=16",
+            "model.optimizer.lr=1e-3",
+            "data.max_images=200",
+            "data.batch_size=8",
+            "trainer.limit_train_batches=40",
+            "test=false",
+        ],
+        tmp / "run",
+    )
     train(cfg)
     return tmp / "run" / "checkpoints" / "last.ckpt"
 

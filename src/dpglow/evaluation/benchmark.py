@@ -26,17 +26,6 @@ import torch
 log = logging.getLogger(__name__)
 
 NO_CHECKPOINT = "no trained checkpoint"
-# Architecture keys a checkpoint must share with the benchmarked model to count as "that model".
-ARCH_KEYS = (
-    "in_channels",
-    "image_size",
-    "num_levels",
-    "depth",
-    "hidden_channels",
-    "affine",
-    "scale_floor",
-    "split_prior",
-)
 
 
 def _timed(fn: Callable[[], Any], *, warmup: int, repeats: int, sync: Callable[[], None]) -> dict:
@@ -65,14 +54,10 @@ def _load_images(data_dir: str | None, size: int, n: int) -> tuple[torch.Tensor,
 
 
 # -- held-out bits/dim ------------------------------------------------------------------------
-def architecture(model: Mapping[str, Any]) -> dict[str, Any]:
-    """The architecture keys of a model config or a checkpoint's ``net_config``."""
-    return {k: model[k] for k in ARCH_KEYS if k in model}
-
-
 def _stored_architecture(path: Path) -> dict[str, Any] | None:
     """The architecture a dpglow checkpoint stores, without loading its tensors (memory-mapped,
     ``weights_only``); ``None`` for anything else."""
+    from dpglow.privatization.checkpoint import architecture
     from dpglow.training.module import CHECKPOINT_KEY
 
     try:
@@ -91,6 +76,8 @@ def find_checkpoint(runs_dir: str | os.PathLike[str], model: Mapping[str, Any]) 
 
     Files that are not dpglow flow checkpoints are skipped.
     """
+    from dpglow.privatization.checkpoint import architecture
+
     wanted = architecture(model)
     candidates = sorted(Path(runs_dir).glob("*/checkpoints/last.ckpt"), reverse=True)
     for path in candidates:  # run folders are named <date>_<time>: newest first
@@ -103,15 +90,16 @@ def heldout_bits_per_dim(
     flow: torch.nn.Module, images: torch.Tensor, *, n_bits: int = 8, batch_size: int = 16
 ) -> float:
     """Mean test bits/dim, with the training module's evaluation protocol: uniform
-    dequantisation drawn from a generator seeded ``10_007 + batch index`` (so with the run's
-    evaluation batch size it reproduces its ``test/bpd``)."""
+    dequantisation from :func:`~dpglow.training.module.eval_noise_generator` per batch (so with
+    the run's evaluation batch size it reproduces its ``test/bpd``)."""
     from dpglow.flow import bits_per_dim, to_flow_input
+    from dpglow.training.module import eval_noise_generator
 
     device = next(flow.parameters()).device
     total = 0.0
     with torch.no_grad():
         for i, chunk in enumerate(images.split(batch_size)):
-            gen = torch.Generator(device=device).manual_seed(10_007 + i)
+            gen = eval_noise_generator(i, device)
             chunk = chunk.to(device)
             x = to_flow_input(chunk, n_bits=n_bits, dequantize=True, generator=gen)
             bpd = bits_per_dim(flow.log_prob(x), num_dims=flow.num_dims, n_bits=n_bits)
@@ -148,7 +136,7 @@ def heldout_images(
 def _heldout_row(spec: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
     from dpglow.evaluation.codecs import codec_bits_per_dim
     from dpglow.flow import to_flow_input
-    from dpglow.privatization.checkpoint import load_flow
+    from dpglow.privatization.checkpoint import architecture, load_flow
 
     checkpoint = spec.get("checkpoint")
     if not checkpoint:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,11 +174,10 @@ def _check_no_leakage(test: EvalImages, runs: dict[str, Path | None]) -> None:
 # --------------------------------------------------------------------------- computation
 
 
-def _batched(fn: Callable, images: torch.Tensor, batch_size: int, device: torch.device):
-    outs = [fn(chunk.to(device)) for chunk in images.split(batch_size)]
-    if isinstance(outs[0], tuple):
-        return tuple(torch.cat([o[i].float().cpu() for o in outs]) for i in range(len(outs[0])))
-    return torch.cat([o.cpu() for o in outs])
+def _score(classifier: Any, images: torch.Tensor, batch_size: int, device) -> tuple:
+    """(scores, embeddings) of uint8 images, in batches on ``device``, back on the CPU."""
+    outs = [classifier.score_and_embed(chunk.to(device)) for chunk in images.split(batch_size)]
+    return tuple(torch.cat([o[i].float().cpu() for o in outs]) for i in range(2))
 
 
 def _privatize(
@@ -236,9 +235,7 @@ def _p1(private, original, priv_emb, orig_emb, ks) -> dict[str, float]:
 
 
 def _p2(test: EvalImages, private, priv_emb, orig_emb, original_p2: dict) -> dict[str, float]:
-    counts: dict[str, int] = {}
-    for p in test.patients:
-        counts[p] = counts.get(p, 0) + 1
+    counts = Counter(test.patients)
     if max(counts.values()) < 2:
         return {}
     pixel = M.reidentification(
@@ -332,18 +329,15 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     log.info("evaluating on %d %s test images (%d px)", len(test.images), device, flow.image_size)
 
     images_key = tensor_digest(test.images)
-    original = cached(
-        cache_dir,
-        "originals",
-        key_of([clf_info["sha256"], images_key]),
-        lambda: dict(
-            zip(
-                ("scores", "embeddings"),
-                _batched(classifier.score_and_embed, test.images, batch, device),
-                strict=True,
-            )
-        ),
-    )
+
+    def originals() -> dict:
+        scores, embeddings = _score(classifier, test.images, batch, device)
+        return {"scores": scores, "embeddings": embeddings, "p2": _originals_p2(test, embeddings)}
+
+    # Computed once per sweep: everything that depends on the original images only.
+    # (The "p2" tag keeps caches written before the entry existed from being read.)
+    key = key_of([clf_info["sha256"], images_key, "p2"])
+    original = cached(cache_dir, "originals", key, originals)
 
     privatizer = build_privatizer(
         cfg.privacy, flow=flow, temperature=cfg.temperature, n_bits=flow_info["n_bits"]
@@ -367,7 +361,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         ),
     )
     private, record = released["images"], released["record"]
-    priv_scores, priv_emb = _batched(classifier.score_and_embed, private, batch, device)
+    priv_scores, priv_emb = _score(classifier, private, batch, device)
 
     orig_scores, names = _aligned_scores(original["scores"], classifier, test)
     priv_scores, _ = _aligned_scores(priv_scores, classifier, test)
@@ -393,12 +387,21 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     )
     row.update(_u1(orig_scores, priv_scores, labels, names))
     row.update(_p1(private, test.images, priv_emb, orig_emb, cfg.eval.linkage_ks))
-    row.update(_p2(test, private, priv_emb, orig_emb, _originals_p2(test, orig_emb)))
+    row.update(_p2(test, private, priv_emb, orig_emb, original["p2"]))
     row.update(_fidelity(private, test.images, priv_emb, orig_emb))
     if cfg.eval.get("train_on_privatized"):
         from dpglow.evaluation.utility import u2
 
-        row.update(u2(cfg, classifier=classifier, privatizer=privatizer, test=test, device=device))
+        row.update(
+            u2(
+                cfg,
+                classifier=classifier,
+                privatizer=privatizer,
+                test=test,
+                device=device,
+                cache_dir=cache_dir,
+            )
+        )
 
     (out_dir / ROW_FILE).write_text(json.dumps(row, indent=2))
     k = min(int(cfg.eval.grid_images), len(test.images))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -92,14 +93,19 @@ def train_and_test(
 
 
 def u2(
-    cfg: DictConfig, *, classifier: Any, privatizer: Any, test: Any, device: torch.device
+    cfg: DictConfig,
+    *,
+    classifier: Any,
+    privatizer: Any,
+    test: Any,
+    device: torch.device,
+    cache_dir: Path | None,
 ) -> dict[str, float]:
     """The U2 columns: AUC on original test images of classifiers trained on private vs original
     training images, and the retention between them."""
-    from dpglow.evaluation.run import _privatize, _split, sweep_dir
+    from dpglow.evaluation.run import _privatize, _split
 
     settings = cfg.eval.u2
-    cache_dir = sweep_dir(cfg) / "cache" if cfg.eval.get("cache") else None
     train = _split(cfg, test.images.shape[-1], "train", settings.get("max_images"))
     arch = _architecture(classifier, test.images.shape[-1])
     common = dict(

@@ -13,6 +13,17 @@ import torch
 from dpglow.flow import Glow
 from dpglow.training.module import CHECKPOINT_KEY
 
+# What makes two flows "the same model": a checkpoint must match these keys of a model config.
+ARCH_KEYS = (
+    "in_channels", "image_size", "num_levels", "depth", "hidden_channels", "affine",
+    "scale_floor", "split_prior",
+)  # fmt: skip
+
+
+def architecture(model: Mapping[str, Any]) -> dict[str, Any]:
+    """The architecture keys of a model config or a checkpoint's ``net_config``."""
+    return {k: model[k] for k in ARCH_KEYS if k in model}
+
 
 class CheckpointError(ValueError):
     """The checkpoint is missing, unsafe, not a dpglow flow, or not the configured architecture."""

@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dpglow.privatization.build import build_privatizer, mechanism_name
-from dpglow.privatization.checkpoint import load_flow
+from dpglow.privatization.checkpoint import architecture, load_flow
 from dpglow.privatization.files import (
     atomic_write_bytes,
     atomic_writer,
@@ -33,10 +33,6 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.csv"
 REPORT = "privacy_report.json"
 MANIFEST_FIELDS = ("input", "output", "status", "error")
-ARCH_KEYS = (
-    "in_channels", "image_size", "num_levels", "depth", "hidden_channels", "affine",
-    "scale_floor", "split_prior",
-)  # fmt: skip
 
 
 class SettingsMismatchError(ValueError):
@@ -65,7 +61,7 @@ def _build(cfg: DictConfig) -> tuple[Any, int, dict[str, Any] | None]:
             )
         return build_privatizer(privacy, flow=None), int(size), checkpoint
     ckpt = _required(cfg, "ckpt_path", "pass ckpt_path=<run>/checkpoints/last.ckpt from train.py")
-    expected = {k: cfg.model[k] for k in ARCH_KEYS if k in cfg.model} if cfg.get("model") else None
+    expected = architecture(cfg.model) if cfg.get("model") else None
     flow, checkpoint = load_flow(ckpt, expected=expected)
     privatizer = build_privatizer(
         privacy, flow=flow, temperature=cfg.temperature, n_bits=checkpoint["n_bits"]

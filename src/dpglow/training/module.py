@@ -19,6 +19,12 @@ log = logging.getLogger(__name__)
 CHECKPOINT_KEY = "dpglow"
 
 
+def eval_noise_generator(batch_idx: int, device: torch.device | str) -> torch.Generator:
+    """The dequantisation noise of evaluation batch ``batch_idx``: fixed, so val/test bits/dim
+    are comparable across epochs and runs (and the benchmark reproduces a run's test/bpd)."""
+    return torch.Generator(device=device).manual_seed(10_007 + batch_idx)
+
+
 class GlowModule(pl.LightningModule):
     """Wraps a :class:`~dpglow.flow.Glow` built from the architecture arguments and trains it on
     uint8 chest X-rays (batches ``{"image": uint8 [B, C, H, W], ...}``).
@@ -129,9 +135,7 @@ class GlowModule(pl.LightningModule):
         return loss
 
     def _eval_step(self, stage: str, batch: dict, batch_idx: int) -> None:
-        # A fixed generator per batch makes val/test bpd comparable across epochs and runs.
-        gen = torch.Generator(device=self.device).manual_seed(10_007 + batch_idx)
-        bpd = self._bpd(batch["image"], gen)
+        bpd = self._bpd(batch["image"], eval_noise_generator(batch_idx, self.device))
         self.log(f"{stage}/bpd", bpd.mean(), prog_bar=True, batch_size=len(bpd), sync_dist=True)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
