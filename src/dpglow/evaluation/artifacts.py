@@ -35,21 +35,33 @@ def key_of(parts: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
-def cached(cache_dir: str | Path | None, kind: str, key: str, make: Callable[[], dict]) -> dict:
-    """Load ``<cache_dir>/<kind>/<key>.pt`` or make it, write it atomically and return it."""
+def load_cached(cache_dir: str | Path | None, kind: str, key: str) -> dict | None:
+    """``<cache_dir>/<kind>/<key>.pt`` when it is there and readable, else ``None``."""
     if cache_dir is None:
-        return make()
+        return None
     path = Path(cache_dir) / kind / f"{key}.pt"
-    if path.is_file():
-        try:
-            value = torch.load(path, map_location="cpu", weights_only=True)
-            log.info("reusing %s %s", kind, path)
-            return value
-        except Exception as err:  # a damaged cache file is rebuilt, never trusted
-            log.warning("ignoring unreadable cache file %s (%s); recomputing", path, err)
-    value = make()
+    if not path.is_file():
+        return None
+    try:
+        value = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a damaged cache file is rebuilt, never trusted
+        log.warning("ignoring unreadable cache file %s (%s); recomputing", path, err)
+        return None
+    log.info("reusing %s %s", kind, path)
+    return value
+
+
+def store(cache_dir: str | Path | None, kind: str, key: str, value: dict) -> None:
+    """Write ``value`` to ``<cache_dir>/<kind>/<key>.pt`` atomically (nothing without a cache)."""
+    if cache_dir is None:
+        return
+    atomic_save(value, Path(cache_dir) / kind / f"{key}.pt")
+
+
+def atomic_save(value: Any, path: Path) -> None:
+    """``torch.save`` to a temporary beside ``path``, then rename: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         torch.save(value, tmp)
@@ -57,4 +69,12 @@ def cached(cache_dir: str | Path | None, kind: str, key: str, make: Callable[[],
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def cached(cache_dir: str | Path | None, kind: str, key: str, make: Callable[[], dict]) -> dict:
+    """Load ``<cache_dir>/<kind>/<key>.pt`` or make it, write it atomically and return it."""
+    value = load_cached(cache_dir, kind, key)
+    if value is None:
+        value = make()
+        store(cache_dir, kind, key, value)
     return value

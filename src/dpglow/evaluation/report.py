@@ -294,6 +294,10 @@ class MergeResults(Callback):
     """Hydra callback: merge the jobs' rows when a multirun (or a single run) ends."""
 
     def _merge(self, folder: str) -> None:
+        from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+        if getattr(rank_zero_only, "rank", 0) != 0:
+            return  # an extra rank of a multi-device job: rank 0 writes the row and merges
         try:
             build_report(folder)
         except NoRowsError:

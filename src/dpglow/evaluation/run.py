@@ -27,8 +27,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
 from dpglow.evaluation import metrics as M
-from dpglow.evaluation.artifacts import cached, key_of, tensor_digest
+from dpglow.evaluation.artifacts import key_of, load_cached, store, tensor_digest
 from dpglow.evaluation.discovery import find_latest, run_dir_of, training_paths
+from dpglow.evaluation.shards import per_image_pass
 from dpglow.privatization.build import build_privatizer, mechanism_name
 from dpglow.privatization.checkpoint import CheckpointError, file_sha256, load_flow
 
@@ -65,13 +66,6 @@ def sweep_dir(cfg: DictConfig) -> Path:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             return Path(hydra_cfg.sweep.dir)
     return Path(cfg.paths.output_dir)
-
-
-def _device(cfg: DictConfig) -> torch.device:
-    wanted = cfg.eval.get("device")
-    if wanted:
-        return torch.device(wanted)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _data_target(cfg: DictConfig) -> tuple[str, str]:
@@ -172,25 +166,6 @@ def _check_no_leakage(test: EvalImages, runs: dict[str, Path | None]) -> None:
 
 
 # --------------------------------------------------------------------------- computation
-
-
-def _score(classifier: Any, images: torch.Tensor, batch_size: int, device) -> tuple:
-    """(scores, embeddings) of uint8 images, in batches on ``device``, back on the CPU."""
-    outs = [classifier.score_and_embed(chunk.to(device)) for chunk in images.split(batch_size)]
-    return tuple(torch.cat([o[i].float().cpu() for o in outs]) for i in range(2))
-
-
-def _privatize(
-    privatizer: Any, images: torch.Tensor, *, noise_seed: int | None, batch: int, device
-) -> dict:
-    from dpglow.privacy import noise_generator
-
-    generator, source = noise_generator(noise_seed=noise_seed, device=device)
-    outputs, record = [], None
-    for chunk in images.split(batch):
-        private, record = privatizer(chunk.to(device), generator=generator, noise_source=source)
-        outputs.append(private.cpu())
-    return {"images": torch.cat(outputs), "record": record.as_dict()}
 
 
 def _aligned_scores(
@@ -312,56 +287,112 @@ def _settings(cfg: DictConfig, privatizer: Any, flow_info: dict) -> dict[str, An
     }
 
 
+def _trainer(cfg: DictConfig) -> Any:
+    """The predict trainer of the per-image pass; refuses a multirun job that Lightning would have
+    to re-launch on extra devices (the re-launched command would be the whole multirun)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    relaunches = trainer.world_size > 1 and not (
+        environment is not None and environment.creates_processes_externally
+    )
+    if relaunches and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise ValueError(
+            f"trainer.devices={cfg.trainer.devices} inside a multirun: Lightning would start the "
+            "extra ranks by re-running the whole sweep. Run the job on its own (without -m), or "
+            "sweep with a launcher that starts the ranks (hydra/launcher=submitit_slurm with "
+            "hydra.launcher.tasks_per_node equal to the devices)."
+        )
+    return trainer
+
+
+def _released(merged: dict, cache_dir: Path | None, key: str) -> dict:
+    """The privatized set: ``merged`` from the pass, with the privacy record of a batch
+    privatized in it (or of the cached set the ranks reused)."""
+    record = merged["record"]
+    if record is None:
+        record = (load_cached(cache_dir, "privatized", key) or {}).get("record")
+    if record is None:
+        raise RuntimeError("no privacy record: no batch was privatized and none was cached")
+    return {"images": merged["private"], "record": record}
+
+
 def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run one evaluation job; returns (row, objects)."""
+    """Run one evaluation job; returns (row, objects).
+
+    The per-image work (privatizing, classifier scores and embeddings) runs through Lightning's
+    predict loop on ``cfg.trainer``'s devices, each rank on its own share of fixed batches; rank 0
+    merges the shares once and computes the metrics and the row. Other ranks return an empty row.
+    """
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = _device(cfg)
     batch = int(cfg.eval.batch_size)
     cache_dir = sweep_dir(cfg) / "cache" if cfg.eval.get("cache") else None
+    noise_seed = cfg.get("noise_seed")
+    trainer = _trainer(cfg)
 
     flow, flow_info, flow_run = _flow(cfg)
     test = _split(cfg, flow.image_size, "test", cfg.eval.get("max_images"))
     classifier, clf_info, clf_run = _classifier(cfg, test.pathologies)
     _check_no_leakage(test, {"flow": flow_run, "classifier": clf_run})
-    flow.to(device)
-    classifier.to(device)
-    log.info("evaluating on %d %s test images (%d px)", len(test.images), device, flow.image_size)
-
-    images_key = tensor_digest(test.images)
-
-    def originals() -> dict:
-        scores, embeddings = _score(classifier, test.images, batch, device)
-        return {"scores": scores, "embeddings": embeddings, "p2": _originals_p2(test, embeddings)}
-
-    # Computed once per sweep: everything that depends on the original images only.
-    # (The "p2" tag keeps caches written before the entry existed from being read.)
-    key = key_of([clf_info["sha256"], images_key, "p2"])
-    original = cached(cache_dir, "originals", key, originals)
-
     privatizer = build_privatizer(
         cfg.privacy, flow=flow, temperature=cfg.temperature, n_bits=flow_info["n_bits"]
     )
     latent = cfg.privacy.space == "latent"
+    images_key = tensor_digest(test.images)
+    # Computed once per sweep: everything that depends on the original images only.
+    # (The "p2" tag keeps caches written before the entry existed from being read.)
+    originals_key = key_of([clf_info["sha256"], images_key, "p2"])
     private_key = key_of(
         {
             "flow": flow_info["sha256"] if latent else flow.image_size,
             "privacy": OmegaConf.to_container(cfg.privacy, resolve=True),
             "temperature": cfg.temperature if latent else None,
-            "noise_seed": cfg.get("noise_seed"),
+            "noise_seed": noise_seed,
+            # Seeded noise is drawn per fixed batch of the images.
+            "noise": "per batch" if noise_seed is None else f"per batch of {batch}",
             "images": images_key,
         }
     )
-    released = cached(
-        cache_dir,
-        "privatized",
-        private_key,
-        lambda: _privatize(
-            privatizer, test.images, noise_seed=cfg.get("noise_seed"), batch=batch, device=device
-        ),
+    original = load_cached(cache_dir, "originals", originals_key)
+    released = load_cached(cache_dir, "privatized", private_key)
+
+    log.info(
+        "evaluating on %d test images (%d px), %d process(es)",
+        len(test.images),
+        flow.image_size,
+        trainer.world_size,
     )
-    private, record = released["images"], released["record"]
-    priv_scores, priv_emb = _score(classifier, private, batch, device)
+    merged = per_image_pass(
+        trainer,
+        images=test.images,
+        private=released["images"] if released else None,
+        classifier=classifier,
+        privatizer=privatizer,
+        score_originals=original is None,
+        noise_seed=noise_seed,
+        batch_size=batch,
+        out_dir=out_dir,
+    )
+    if merged is None:  # not rank 0: its share is merged there
+        return {}, {"rank": trainer.global_rank}
+    if original is None and "orig_emb" in merged:
+        embeddings = merged["orig_emb"]
+        original = {
+            "scores": merged["orig_scores"],
+            "embeddings": embeddings,
+            "p2": _originals_p2(test, embeddings),
+        }
+        store(cache_dir, "originals", originals_key, original)
+    elif original is None:  # another rank found the sweep's cache (written meanwhile)
+        original = load_cached(cache_dir, "originals", originals_key)
+    if released is None:
+        released = _released(merged, cache_dir, private_key)
+        store(cache_dir, "privatized", private_key, released)
+    private, record = merged["private"], released["record"]
+    priv_scores, priv_emb = merged["priv_scores"], merged["priv_emb"]
 
     orig_scores, names = _aligned_scores(original["scores"], classifier, test)
     priv_scores, _ = _aligned_scores(priv_scores, classifier, test)
@@ -392,10 +423,13 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if cfg.eval.get("train_on_privatized"):
         from dpglow.evaluation.utility import u2
 
+        device = trainer.strategy.root_device  # U2 runs on rank 0's device
+        if isinstance(getattr(privatizer, "flow", None), torch.nn.Module):
+            privatizer.flow.to(device)  # Lightning moved the pass's modules back to the CPU
         row.update(
             u2(
                 cfg,
-                classifier=classifier,
+                classifier=classifier.to(device),
                 privatizer=privatizer,
                 test=test,
                 device=device,

@@ -103,7 +103,8 @@ def u2(
 ) -> dict[str, float]:
     """The U2 columns: AUC on original test images of classifiers trained on private vs original
     training images, and the retention between them."""
-    from dpglow.evaluation.run import _privatize, _split
+    from dpglow.evaluation.run import _split
+    from dpglow.evaluation.shards import privatize_in_batches
 
     settings = cfg.eval.u2
     train = _split(cfg, test.images.shape[-1], "train", settings.get("max_images"))
@@ -124,11 +125,11 @@ def u2(
         lambda: train_and_test(train.images, train.labels, test.images, test.labels, **common),
     )
     log.info("U2: privatizing %d training images", len(train.images))
-    released = _privatize(
+    released = privatize_in_batches(
         privatizer,
         train.images,
         noise_seed=cfg.get("noise_seed"),
-        batch=int(cfg.eval.batch_size),
+        batch_size=int(cfg.eval.batch_size),
         device=device,
     )
     result = train_and_test(released["images"], train.labels, test.images, test.labels, **common)

@@ -1,0 +1,203 @@
+"""The per-image work of an evaluation job, through Lightning's predict loop on one device or
+several: privatize the test images and score original and privatized images with the classifier.
+
+The test images are cut into fixed batches of ``eval.batch_size`` (batch ``k`` holds images
+``[k*B, (k+1)*B)``), one batch per dataset item; over several devices Lightning's predict sampler
+deals the items to the ranks without repeats (rank ``r`` of ``W`` gets batches ``r, r+W, ...``).
+A batch is computed the same way whatever the number of ranks: same images in it, and with a
+``noise_seed`` the same noise (its generator is re-seeded from the seed and ``k``). Each rank
+saves its outputs to one file; rank 0 merges them once, in batch order, so the merged result equals
+one process's.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from dpglow.evaluation.artifacts import atomic_save
+from dpglow.privatization.predict import image_noise_seed
+
+log = logging.getLogger(__name__)
+
+SHARD_DIR = ".eval-shards"
+# Tensors of a batch's outputs, concatenated over the batches when merged.
+_TENSORS = ("private", "priv_scores", "priv_emb", "orig_scores", "orig_emb")
+
+
+def batch_noise_seed(noise_seed: int, index: int) -> int:
+    """The seed of evaluation batch ``index``'s noise in seeded (test) mode."""
+    return image_noise_seed(noise_seed, f"evaluation batch {index}")
+
+
+def num_batches(n: int, batch_size: int) -> int:
+    return -(-n // batch_size)
+
+
+def privatize_in_batches(
+    privatizer: Any, images: torch.Tensor, *, noise_seed: int | None, batch_size: int, device
+) -> dict[str, Any]:
+    """``{"images", "record"}``: ``images`` privatized in this process, in the fixed batches and
+    with the batch noise seeds of :class:`EvalModule` (the same release for the same images)."""
+    from dpglow.privacy import noise_generator
+
+    generator, source = noise_generator(noise_seed=noise_seed, device=device)
+    outputs, record = [], None
+    for index, chunk in enumerate(images.split(batch_size)):
+        if noise_seed is not None:
+            generator.manual_seed(batch_noise_seed(noise_seed, index))
+        private, record = privatizer(chunk.to(device), generator=generator, noise_source=source)
+        outputs.append(private.cpu())
+    return {"images": torch.cat(outputs), "record": record.as_dict()}
+
+
+class FixedBatches(Dataset):
+    """Item ``k``: ``{"index": k, "images": images[k*B:(k+1)*B]}`` (+ ``"private"``, the same rows
+    of an already privatized set, when one is given)."""
+
+    def __init__(self, images: torch.Tensor, private: torch.Tensor | None, batch_size: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"eval.batch_size must be positive, got {batch_size}")
+        if private is not None and private.shape != images.shape:
+            raise ValueError(
+                f"privatized set of shape {list(private.shape)} for images of shape "
+                f"{list(images.shape)}"
+            )
+        self.images, self.private, self.batch_size = images, private, batch_size
+
+    def __len__(self) -> int:
+        return num_batches(len(self.images), self.batch_size)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        item = {"index": index, "images": self.images[rows]}
+        if self.private is not None:
+            item["private"] = self.private[rows]
+        return item
+
+
+class EvalData(pl.LightningDataModule):
+    def __init__(self, images: torch.Tensor, private: torch.Tensor | None, batch_size: int) -> None:
+        super().__init__()
+        self.batches = FixedBatches(images, private, batch_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        # batch_size=None: each item is already a batch. Lightning shards the items over the
+        # ranks (UnrepeatedDistributedSampler: no padding, no item twice).
+        return DataLoader(self.batches, batch_size=None, shuffle=False)
+
+
+class EvalModule(pl.LightningModule):
+    """``predict_step``: one fixed batch -> its privatized images (unless given), the classifier's
+    scores and embeddings of the privatized images, and of the originals when asked."""
+
+    def __init__(
+        self,
+        *,
+        classifier: torch.nn.Module,
+        privatizer: Any,
+        score_originals: bool,
+        noise_seed: int | None,
+    ) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.privatizer = privatizer
+        if isinstance(getattr(privatizer, "flow", None), torch.nn.Module):
+            self.flow = privatizer.flow  # registered, so Lightning moves it to the device
+        self.score_originals = score_originals
+        self.noise_seed = noise_seed
+        self.generator: torch.Generator | None = None
+        self.noise_source: str | None = None
+
+    def on_predict_start(self) -> None:
+        from dpglow.privacy import noise_generator
+
+        self.generator, self.noise_source = noise_generator(
+            noise_seed=self.noise_seed, device=self.device
+        )
+
+    def _scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores, embeddings = self.classifier.score_and_embed(images)
+        return scores.float().cpu(), embeddings.float().cpu()
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        index = int(batch["index"])
+        out: dict[str, Any] = {"index": index}
+        if self.score_originals:
+            out["orig_scores"], out["orig_emb"] = self._scores(batch["images"])
+        private = batch.get("private")
+        if private is None:
+            if self.noise_seed is not None:
+                # Re-seeding keeps the generator registered as seeded (NOT PRIVATE).
+                self.generator.manual_seed(batch_noise_seed(self.noise_seed, index))
+            private, record = self.privatizer(
+                batch["images"], generator=self.generator, noise_source=self.noise_source
+            )
+            out["record"] = record.as_dict()
+        out["private"] = private.cpu()
+        out["priv_scores"], out["priv_emb"] = self._scores(private)
+        return out
+
+
+def merge_shards(shard_dir: Path, world_size: int, n_batches: int) -> dict[str, Any]:
+    """The ranks' outputs in batch order: each field concatenated over the batches (a field only
+    when every batch has it), and the first privacy record. Every batch must come exactly once."""
+    by_index: dict[int, dict[str, Any]] = {}
+    for rank in range(world_size):
+        path = shard_dir / f"rank{rank}.pt"
+        if not path.is_file():
+            raise RuntimeError(f"rank {rank} left no outputs ({path}): did it fail?")
+        for out in torch.load(path, map_location="cpu", weights_only=True):
+            if out["index"] in by_index:
+                raise RuntimeError(f"evaluation batch {out['index']} was computed twice")
+            by_index[out["index"]] = out
+    missing = sorted(set(range(n_batches)) - set(by_index))
+    if missing or len(by_index) != n_batches:
+        raise RuntimeError(f"evaluation batches {missing[:10]} are missing from the ranks' outputs")
+    outs = [by_index[k] for k in range(n_batches)]
+    merged: dict[str, Any] = {}
+    for name in _TENSORS:
+        if all(name in out for out in outs):
+            merged[name] = torch.cat([out[name] for out in outs])
+    records = [out["record"] for out in outs if "record" in out]
+    merged["record"] = records[0] if records else None
+    return merged
+
+
+def per_image_pass(
+    trainer: pl.Trainer,
+    *,
+    images: torch.Tensor,
+    private: torch.Tensor | None,
+    classifier: torch.nn.Module,
+    privatizer: Any,
+    score_originals: bool,
+    noise_seed: int | None,
+    batch_size: int,
+    out_dir: Path,
+) -> dict[str, Any] | None:
+    """Run the pass on ``trainer``'s devices; rank 0 returns the merged outputs (see
+    :func:`merge_shards`), the other ranks ``None``."""
+    module = EvalModule(
+        classifier=classifier,
+        privatizer=privatizer,
+        score_originals=score_originals,
+        noise_seed=noise_seed,
+    )
+    data = EvalData(images, private, batch_size)
+    outputs = trainer.predict(module, datamodule=data, return_predictions=True) or []
+    shard_dir = out_dir / SHARD_DIR
+    atomic_save(list(outputs), shard_dir / f"rank{trainer.global_rank}.pt")
+    trainer.strategy.barrier("evaluation_shards")
+    if not trainer.is_global_zero:
+        log.info("rank %d: %d batches done; rank 0 merges", trainer.global_rank, len(outputs))
+        return None
+    merged = merge_shards(shard_dir, trainer.world_size, len(data.batches))
+    shutil.rmtree(shard_dir, ignore_errors=True)
+    return merged
