@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dpglow.flow import AffineCoupling, Glow, InvConv2dLU, ZeroConv2d
+from dpglow.flow import AffineCoupling, Glow, InvConv2dLU, ZeroConv2d, coupling
 
 
 def _perturbed(module: torch.nn.Module, scale: float = 0.1, seed: int = 1) -> torch.nn.Module:
@@ -123,3 +123,94 @@ def test_bf16_autocast_keeps_logdet_latents_and_inverse_in_float32(split_prior):
     # The coupling networks run in bf16 (about 3 significant digits), the rest in float32.
     torch.testing.assert_close(log_p + logdet, reference, atol=0.5, rtol=1e-2)
     torch.testing.assert_close(decoded, x, atol=1e-2, rtol=0)
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Chunks of 32 rows (the minimum): the loops run over several chunks, a partial one last."""
+    monkeypatch.setattr(coupling, "CHUNK_BYTES", 1)
+
+
+def _rows_net_inputs(layer: AffineCoupling, x_a: torch.Tensor) -> tuple:
+    first, _, second, _, last = layer.net
+    hidden = first.out_channels
+    return (
+        x_a,
+        first.weight.view(hidden, -1),
+        first.bias,
+        second.weight.view(hidden, -1),
+        second.bias,
+        coupling._taps_weight(last.conv),
+    )
+
+
+def test_rows_net_passes_gradcheck(small_chunks):
+    torch.manual_seed(0)
+    layer = _perturbed(AffineCoupling(4, 5).double(), 0.3)
+    x_a = torch.randn(2, 2, 6, 7, dtype=torch.float64, requires_grad=True)  # 84 rows: 3 chunks
+    inputs = tuple(t.detach().requires_grad_() for t in _rows_net_inputs(layer, x_a))
+    assert torch.autograd.gradcheck(coupling._RowsNet.apply, inputs)
+    # Only the input's gradient wanted (a frozen network): the weight gradients are skipped.
+    frozen = (inputs[0], *(t.detach() for t in inputs[1:]))
+    assert torch.autograd.gradcheck(coupling._RowsNet.apply, frozen)
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_chunked_coupling_network_equals_the_convolutions(small_chunks, grad):
+    torch.manual_seed(0)
+    layer = _perturbed(AffineCoupling(6, 16))
+    x_a = torch.randn(2, 3, 8, 9, requires_grad=grad)
+    with torch.set_grad_enabled(grad):
+        fast, plain = layer._hidden(x_a), layer.net(x_a)
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+    if grad:
+        params = [x_a, *layer.parameters()]
+        grad_out = torch.randn_like(plain)
+        fast_grads = torch.autograd.grad(fast, params, grad_out)
+        plain_grads = torch.autograd.grad(plain, params, grad_out)
+        for a, b in zip(fast_grads, plain_grads, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_chunked_encode_decode_and_log_prob_follow_the_chunk_size(monkeypatch):
+    model = _tiny_glow()
+    x = torch.rand(4, 1, 8, 8) - 0.5
+    with torch.no_grad():
+        log_p, latents = model.log_prob(x), model.encode(x)
+        monkeypatch.setattr(coupling, "CHUNK_BYTES", 1)
+        torch.testing.assert_close(model.log_prob(x), log_p, atol=1e-5, rtol=1e-6)
+        for a, b in zip(model.encode(x), latents, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(model.decode(latents), x, atol=1e-5, rtol=0)
+
+
+def test_adam_runs_fused_where_supported_and_as_configured_otherwise():
+    import functools
+
+    from dpglow.training.schedules import build_optimizers
+
+    layer = torch.nn.Linear(3, 2)
+    adam = functools.partial(torch.optim.Adam, lr=1e-3)
+    assert build_optimizers(layer, adam)["optimizer"].defaults["fused"] is True
+    assert build_optimizers(layer, torch.optim.AdamW)["optimizer"].defaults["fused"] is True
+    # An explicit choice in the config wins; other optimizers are left alone.
+    explicit = functools.partial(torch.optim.Adam, lr=1e-3, fused=False)
+    assert not build_optimizers(layer, explicit)["optimizer"].defaults["fused"]
+    foreach = functools.partial(torch.optim.Adam, lr=1e-3, foreach=True)
+    assert not build_optimizers(layer, foreach)["optimizer"].defaults["fused"]
+    sgd = build_optimizers(layer, functools.partial(torch.optim.SGD, lr=0.1))["optimizer"]
+    assert not sgd.defaults.get("fused")
+    # The fused step is the same update up to float rounding.
+    torch.manual_seed(0)
+    x = torch.randn(5, 3)
+    models = [torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)]
+    models[1].load_state_dict(models[0].state_dict())
+    optimizers = [torch.optim.Adam(models[0].parameters(), lr=1e-3)]
+    optimizers.append(build_optimizers(models[1], adam)["optimizer"])
+    for _ in range(3):
+        for model, opt in zip(models, optimizers, strict=True):
+            opt.zero_grad()
+            model(x).square().sum().backward()
+            opt.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)

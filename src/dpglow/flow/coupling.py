@@ -6,6 +6,123 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Size of the chunk of pixel rows that the CPU coupling network computes at a time: one chunk's
+# hidden activations (rows x hidden x itemsize bytes) stay in cache between the matrix products
+# and the elementwise passes (bias, ReLU and their gradients). 2 MiB measured best of 0.5-8 MiB
+# for widths 256 and 512 (2 threads, 1 MiB L2 per core, 32 MiB L3).
+CHUNK_BYTES = 1 << 21
+
+
+def _chunk_rows(rows: int, hidden: int, itemsize: int) -> int:
+    return max(32, min(rows, CHUNK_BYTES // (hidden * itemsize)))
+
+
+def _taps_weight(last: nn.Conv2d) -> torch.Tensor:
+    """``[9 * C_out, C_in]``: row ``c * 9 + ky * 3 + kx`` is the flipped tap (``fold``'s order)."""
+    # fold adds tap (ky, kx) of input pixel p to output pixel p + (ky, kx) - 1; a convolution
+    # reads input pixel q + (ky, kx) - 1 for output q: the taps are flipped.
+    return last.weight.flip(2, 3).permute(0, 2, 3, 1).reshape(9 * last.out_channels, -1)
+
+
+def _rows_net(
+    x: torch.Tensor,
+    w1: torch.Tensor,
+    b1: torch.Tensor,
+    w2: torch.Tensor,
+    b2: torch.Tensor,
+    w3: torch.Tensor,
+    *,
+    save: bool,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+    """The forward computation of :class:`_RowsNet`, and with ``save`` its saved activations.
+
+    Without ``save`` (no autograd) two chunk-sized buffers, reused chunk after chunk, hold the
+    hidden activations: nothing of ``B * H * W`` rows by ``hidden`` is allocated. (Fresh
+    allocations that size come from the system each call, freed memory being returned to it:
+    the full-size activations cost encode 130k page faults and a third of its time.)
+    """
+    b, c, h, w = x.shape
+    n = b * h * w
+    hidden = w1.shape[0]
+    cols = F.unfold(x, 3, padding=1).transpose(1, 2).reshape(n, 9 * c)
+    w1t, w2t, w3t = w1.t(), w2.t(), w3.t()
+    step = _chunk_rows(n, hidden, x.element_size())
+    taps = x.new_empty(n, w3.shape[0])
+    if save:
+        h1, h2 = x.new_empty(n, hidden), x.new_empty(n, hidden)
+    else:
+        buf1, buf2 = x.new_empty(step, hidden), x.new_empty(step, hidden)
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        if save:
+            a1, a2 = h1[start:stop], h2[start:stop]
+        else:
+            a1, a2 = buf1[: stop - start], buf2[: stop - start]
+        torch.addmm(b1, cols[start:stop], w1t, out=a1).relu_()
+        torch.addmm(b2, a1, w2t, out=a2).relu_()
+        torch.mm(a2, w3t, out=taps[start:stop])
+    out = F.fold(taps.view(b, h * w, -1).transpose(1, 2), (h, w), 3, padding=1)
+    return out, (cols, h1, h2) if save else None
+
+
+class _RowsNet(torch.autograd.Function):
+    """The coupling network up to the last convolution's bias, as row-chunked matrix products.
+
+    ``x [B, C, H, W] -> fold(relu(relu(cols(x) W1^T + b1) W2^T + b2) W3^T)`` with ``cols`` the
+    3x3 im2col rows and ``W3`` the last convolution's taps (:func:`_taps_weight`). Forward and
+    backward go through the ``B * H * W`` pixel rows a chunk at a time (:data:`CHUNK_BYTES`), so
+    the elementwise passes and the bias gradients work on cached data, the ReLU gradients are
+    applied in place, and the weight gradients accumulate chunk by chunk. Without autograd call
+    :func:`_rows_net` (``save=False``) instead: ``apply`` cannot tell ``torch.no_grad()`` apart.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w1, b1, w2, b2, w3):
+        out, (cols, h1, h2) = _rows_net(x, w1, b1, w2, b2, w3, save=True)
+        ctx.save_for_backward(cols, h1, h2, w1, w2, w3)
+        ctx.shape = x.shape
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        cols, h1, h2, w1, w2, w3 = ctx.saved_tensors
+        b, c, h, w = ctx.shape
+        n, hidden = h1.shape
+        # fold's gradient is im2col: the gradient of every pixel's taps, as rows.
+        gtaps = F.unfold(grad, 3, padding=1).transpose(1, 2).reshape(n, -1)
+        need = ctx.needs_input_grad
+        weights = any(need[1:])  # a frozen network (e.g. an attack through it): input only
+        gw1, gb1 = torch.zeros_like(w1), torch.zeros_like(w1[:, 0])
+        gw2, gb2 = torch.zeros_like(w2), torch.zeros_like(w2[:, 0])
+        gw3 = torch.zeros_like(w3)
+        gcols = cols.new_empty(cols.shape) if need[0] else None
+        step = _chunk_rows(n, hidden, h1.element_size())
+        g1, g2 = h1.new_empty(step, hidden), h1.new_empty(step, hidden)
+        for start in range(0, n, step):
+            stop = min(n, start + step)
+            a1, a2, gt = h1[start:stop], h2[start:stop], gtaps[start:stop]
+            d1, d2 = g1[: stop - start], g2[: stop - start]
+            torch.mm(gt, w3, out=d2)
+            torch.ops.aten.threshold_backward.grad_input(d2, a2, 0, grad_input=d2)
+            torch.mm(d2, w2, out=d1)
+            if weights:
+                gw3.addmm_(gt.t(), a2)
+                gb2 += d2.sum(0)
+                gw2.addmm_(d2.t(), a1)
+            torch.ops.aten.threshold_backward.grad_input(d1, a1, 0, grad_input=d1)
+            if weights:
+                gb1 += d1.sum(0)
+                gw1.addmm_(d1.t(), cols[start:stop])
+            if gcols is not None:
+                torch.mm(d1, w1, out=gcols[start:stop])
+        gx = None
+        if gcols is not None:
+            gx = F.fold(gcols.view(b, h * w, 9 * c).transpose(1, 2), (h, w), 3, padding=1)
+        if not weights:
+            return gx, None, None, None, None, None
+        return gx, gw1, gb1, gw2, gb2, gw3
+
 
 class ZeroConv2d(nn.Module):
     """3x3 convolution initialised to output zeros, with a learned per-channel output gain.
@@ -33,10 +150,7 @@ class ZeroConv2d(nn.Module):
         """
         b, h, w = shape
         out_channels = self.conv.out_channels
-        # fold adds tap (ky, kx) of input pixel p to output pixel p + (ky, kx) - 1; a convolution
-        # reads input pixel q + (ky, kx) - 1 for output q: the taps are flipped.
-        weight = self.conv.weight.flip(2, 3).permute(0, 2, 3, 1).reshape(9 * out_channels, -1)
-        taps = (rows @ weight.t()).view(b, h * w, 9 * out_channels).transpose(1, 2)
+        taps = (rows @ _taps_weight(self.conv).t()).view(b, h * w, 9 * out_channels).transpose(1, 2)
         out = F.fold(taps, (h, w), 3, padding=1) + self.conv.bias.view(1, -1, 1, 1)
         return out * torch.exp(self.log_gain * 3)
 
@@ -78,6 +192,9 @@ class AffineCoupling(nn.Module):
             ZeroConv2d(hidden_channels, num_channels if affine else half),
         )
 
+    # False: the plain matrix-product path below (what bf16 autocast runs), for comparisons.
+    rows_net = True
+
     def _hidden(self, x_a: torch.Tensor) -> torch.Tensor:
         """``self.net(x_a)``; on CPU computed as matrix products over pixel rows.
 
@@ -85,10 +202,30 @@ class AffineCoupling(nn.Module):
         convolution a matrix product, the thin last one :meth:`ZeroConv2d.forward_rows`. Same
         parameters and the same function up to float rounding, about 1.3x faster for a training
         step than oneDNN's convolutions at these shapes. GPUs keep the cuDNN convolutions.
+
+        In float32/float64 (no autocast) it runs chunk by chunk over the rows (:class:`_RowsNet`,
+        :func:`_rows_net` without autograd): the same numbers (bit for bit forward, gradients up
+        to the order of the chunk sums), a training step 5-8% and encoding / decoding 25-40%
+        faster with 2 threads.
         """
         if x_a.device.type != "cpu":
             return self.net(x_a)
         first, _, second, _, last = self.net
+        if self.rows_net and not torch.is_autocast_enabled("cpu"):
+            hidden = first.out_channels
+            inputs = (
+                x_a,
+                first.weight.view(hidden, -1),
+                first.bias,
+                second.weight.view(hidden, -1),
+                second.bias,
+                _taps_weight(last.conv),
+            )
+            if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+                out = _RowsNet.apply(*inputs)
+            else:
+                out = _rows_net(*inputs, save=False)[0]
+            return (out + last.conv.bias.view(1, -1, 1, 1)) * torch.exp(last.log_gain * 3)
         b, c, h, w = x_a.shape
         hidden = first.out_channels
         cols = F.unfold(x_a, 3, padding=1).transpose(1, 2).reshape(b * h * w, 9 * c)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import torch
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
@@ -41,17 +43,58 @@ def warmup_cosine(
     return LambdaLR(optimizer, WarmupCosine(warmup_steps, total_steps, min_factor))
 
 
+# Optimizers with a fused (one kernel for all parameters) implementation; on CPU, fused Adam takes
+# about a third of the time of the default per-parameter one for a Glow's ~450 tensors.
+_FUSABLE = (torch.optim.Adam, torch.optim.AdamW)
+_FUSED_DEVICES = ("cpu", "cuda")
+
+
+def fused_supported(params: Iterable[torch.Tensor]) -> bool:
+    """Whether ``fused=True`` works for these parameters: floating point, on CPU or CUDA, one
+    device type."""
+    params = list(params)
+    return (
+        bool(params)
+        and all(p.is_floating_point() and p.device.type in _FUSED_DEVICES for p in params)
+        and len({p.device.type for p in params}) == 1
+    )
+
+
+def _with_fused(
+    optimizer: Callable[..., Optimizer], params: list[torch.Tensor]
+) -> Callable[..., Optimizer]:
+    """``optimizer`` with ``fused=True`` added when it is Adam or AdamW (the config's
+    ``functools.partial``, or the class itself), its ``fused`` is unset and the parameters
+    support it. Anything else is left as it is; an explicit ``fused`` in the config wins."""
+    func, keywords = optimizer, {}
+    if isinstance(optimizer, functools.partial):
+        func, keywords = optimizer.func, optimizer.keywords
+    if (
+        isinstance(func, type)
+        and issubclass(func, _FUSABLE)
+        and keywords.get("fused") is None
+        and not keywords.get("foreach")
+        and not keywords.get("differentiable")
+        and fused_supported(params)
+    ):
+        return functools.partial(optimizer, fused=True)
+    return optimizer
+
+
 def build_optimizers(
     module: nn.Module,
     optimizer: Callable[..., Optimizer] | None,
     scheduler: Callable[..., Any] | None = None,
 ) -> dict:
-    """``configure_optimizers`` from the config's partials; the schedule steps every batch."""
+    """``configure_optimizers`` from the config's partials; the schedule steps every batch.
+
+    Adam and AdamW run fused where the parameters allow it (:func:`fused_supported`)."""
     if optimizer is None:
         raise ValueError(
             f"{type(module).__name__} needs an optimizer to train (model.optimizer in the config)"
         )
-    opt = optimizer(params=module.parameters())
+    params = list(module.parameters())
+    opt = _with_fused(optimizer, params)(params=params)
     if scheduler is None:
         return {"optimizer": opt}
     return {
