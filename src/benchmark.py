@@ -84,7 +84,7 @@ def main(cfg: DictConfig) -> None:
                 heldout_batch_size=cfg.heldout_batch_size,
             )
         )
-    rows = run_benchmark(specs)
+    rows = run_benchmark(specs, processes=int(cfg.processes))
     machine = (
         f"{machine_description()}; load average (1 / 5 / 15 min) {load_before} at the start, "
         f"{load_average()} at the end"

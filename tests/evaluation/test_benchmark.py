@@ -13,7 +13,9 @@ from omegaconf import OmegaConf
 from conftest import run_entry
 from dpglow.evaluation.benchmark import (
     NO_CHECKPOINT,
+    TIMINGS,
     bench_model,
+    combine_processes,
     find_checkpoint,
     heldout_bits_per_dim,
     heldout_images,
@@ -85,7 +87,7 @@ def test_heldout_bits_per_dim_reproduces_the_training_run(compose_train, tmp_pat
 
 def test_benchmark_command_writes_tables(tmp_path):
     proc = run_entry(
-        "benchmark.py", "models=[glow_32,straightforward]",
+        "benchmark.py", "models=[glow_32,straightforward]", "processes=2",
         "model_overrides={depth: 1, hidden_channels: 8}", "repeats=1", "warmup=0",
         "batch_size=2", f"runs_dir={tmp_path / 'no_runs'}", f"hydra.run.dir={tmp_path}",
     )  # fmt: skip
@@ -97,9 +99,27 @@ def test_benchmark_command_writes_tables(tmp_path):
     # The preset: 64 px, 4 levels, its own batch size of 8.
     assert (rows[1]["image_size"], rows[1]["levels"], rows[1]["batch"]) == ("64", "4", "8")
     assert all(r["heldout_bpd"] == NO_CHECKPOINT for r in rows)
+    assert [r["processes"] for r in rows] == ["2", "2"]
     table = (tmp_path / "benchmark.md").read_text()
+    assert "train step per process" in table
     assert "| glow_32 |" in table and "| straightforward |" in table
     assert f"torch {torch.__version__}" in table.splitlines()[0]
+
+
+def test_processes_combine_into_median_and_overall_spread():
+    def row(t, rss):
+        timings = {f"{n}_s": t for n in TIMINGS}
+        timings |= {f"{n}_s_min": t - 1 for n in TIMINGS} | {f"{n}_s_max": t + 1 for n in TIMINGS}
+        return {"model": "m", "batch": 4, "peak_rss_mb": rss, "heldout_bpd": 3.9, **timings}
+
+    out = combine_processes([row(10.0, 100.0), row(30.0, 300.0), row(12.0, 200.0)])
+    assert out["train_step_s"] == 12.0 and out["privatize_s"] == 12.0  # median of the medians
+    assert (out["encode_s_min"], out["encode_s_max"]) == (9.0, 31.0)
+    assert out["encode_img_per_s"] == round(4 / 12.0, 2)
+    assert out["privatize_over_encode_decode"] == 0.5
+    assert out["peak_rss_mb"] == 300.0 and out["processes"] == 3
+    assert out["train_step_s_per_process"] == "10 / 30 / 12"
+    assert out["heldout_bpd"] == 3.9
 
 
 def test_noise_table_matches_the_calibration_formulas():
