@@ -57,6 +57,7 @@ def main(cfg: DictConfig) -> None:
     data_dir = cfg.paths.data_dir if "<" not in str(cfg.paths.data_dir) else None
     explicit = OmegaConf.to_container(cfg.checkpoints, resolve=True) if cfg.checkpoints else {}
     load_before = load_average()
+    gpu_models = set(cfg.gpu_models or []) if device.startswith("cuda") else set()
     specs = []
     for name in models:
         model_name, overrides, batch_size = _entry(cfg, name)
@@ -68,22 +69,27 @@ def main(cfg: DictConfig) -> None:
         if checkpoint is None and cfg.find_checkpoints:
             checkpoint = find_checkpoint(cfg.runs_dir, model)
         log.info("%s: held-out bits/dim from %s", name, checkpoint or "no trained checkpoint")
-        specs.append(
-            dict(
-                name=name,
-                model=model,
-                device=device,
-                batch_size=batch_size,
-                warmup=cfg.warmup,
-                repeats=cfg.repeats,
-                threads=cfg.threads,
-                data_dir=data_dir,
-                checkpoint=str(checkpoint) if checkpoint else None,
-                data=data if data_dir else None,
-                heldout_images=cfg.heldout_images,
-                heldout_batch_size=cfg.heldout_batch_size,
+        on_gpu = name in gpu_models
+        for precision in cfg.gpu_precisions if on_gpu else cfg.precisions:
+            specs.append(
+                dict(
+                    name=name,
+                    precision=str(precision),
+                    max_batch=bool(on_gpu and cfg.gpu_max_batch),
+                    max_batch_limit=cfg.max_batch_limit,
+                    model=model,
+                    device=device,
+                    batch_size=batch_size,
+                    warmup=cfg.warmup,
+                    repeats=cfg.repeats,
+                    threads=cfg.threads,
+                    data_dir=data_dir,
+                    checkpoint=str(checkpoint) if checkpoint else None,
+                    data=data if data_dir else None,
+                    heldout_images=cfg.heldout_images,
+                    heldout_batch_size=cfg.heldout_batch_size,
+                )
             )
-        )
     rows = run_benchmark(specs, processes=int(cfg.processes))
     machine = (
         f"{machine_description()}; load average (1 / 5 / 15 min) {load_before} at the start, "

@@ -19,6 +19,7 @@ from dpglow.evaluation.benchmark import (
     find_checkpoint,
     heldout_bits_per_dim,
     heldout_images,
+    largest_batch,
     markdown_table,
     summary_rows,
 )
@@ -104,6 +105,37 @@ def test_benchmark_command_writes_tables(tmp_path):
     assert "train step per process" in table
     assert "| glow_32 |" in table and "| straightforward |" in table
     assert f"torch {torch.__version__}" in table.splitlines()[0]
+
+
+def test_largest_batch_doubles_until_memory_runs_out():
+    tried = []
+
+    def fits(batch):
+        tried.append(batch)
+        if batch > 48:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+
+    assert largest_batch(fits, start=4, limit=1024) == 32
+    assert tried == [4, 8, 16, 32, 64]
+    assert largest_batch(fits, start=4, limit=16) == 16  # the limit stops the search
+    with pytest.raises(RuntimeError, match="does not fit"):
+        largest_batch(fits, start=64, limit=1024)
+
+    def broken(batch):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    with pytest.raises(RuntimeError, match="shapes"):  # not a memory error: not swallowed
+        largest_batch(broken, start=4, limit=1024)
+
+
+def test_bf16_mixed_training_step_is_measured(data_dir):
+    spec = dict(name="tiny", model=TINY, device="cpu", batch_size=4, warmup=0, repeats=1,
+                threads=None, data_dir=str(data_dir), checkpoint=None)  # fmt: skip
+    row = bench_model(dict(spec, precision="bf16-mixed"))
+    assert row["precision"] == "bf16-mixed" and row["train_step_s"] > 0
+    assert row["train_steps_per_s"] == pytest.approx(1 / row["train_step_s"], rel=1e-3)
+    with pytest.raises(ValueError, match="precision"):
+        bench_model(dict(spec, precision="16"))
 
 
 def test_processes_combine_into_median_and_overall_spread():

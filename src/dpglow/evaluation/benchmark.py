@@ -175,6 +175,33 @@ def _sig(seconds: float) -> float:
     return float(f"{seconds:.4g}")  # 4 significant digits: a tiny model's milliseconds too
 
 
+PRECISIONS = ("32", "bf16-mixed")
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err)
+
+
+def largest_batch(fits: Callable[[int], None], *, start: int, limit: int) -> int:
+    """The largest batch of ``start * 2**k`` (at most ``limit``) for which ``fits(batch)`` runs
+    without running out of (GPU) memory; other errors propagate."""
+    best, batch = None, start
+    while batch <= limit:
+        try:
+            fits(batch)
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
+            if not _out_of_memory(err):
+                raise
+            break
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        best, batch = batch, batch * 2
+    if best is None:
+        raise RuntimeError(f"a batch of {start} does not fit in memory: lower batch_size")
+    return best
+
+
 def bench_model(spec: dict[str, Any]) -> dict[str, Any]:
     """One model: runs in its own process (see :func:`run_benchmark`)."""
     from dpglow.flow import bits_per_dim, to_flow_input
@@ -186,12 +213,15 @@ def bench_model(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     device = torch.device(spec["device"])
+    precision = str(spec.get("precision", "32"))
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     torch.manual_seed(0)
     module = GlowModule(**spec["model"]).to(device)
     net = module.net
-    images, source = _load_images(spec["data_dir"], net.image_size, spec["batch_size"])
-    images = images.to(device)
-    x = to_flow_input(images, dequantize=True)
+    batch = int(spec["batch_size"])
+    images, source = _load_images(spec["data_dir"], net.image_size, batch)
+    x = to_flow_input(images.to(device), dequantize=True)
     net.initialize(x)
     # Fused where training runs it fused (build_optimizers): one kernel for all parameters.
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-5, fused=fused_supported(net.parameters()))
@@ -200,22 +230,43 @@ def bench_model(spec: dict[str, Any]) -> dict[str, Any]:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    def train_step() -> None:
-        loss = bits_per_dim(net.log_prob(x), num_dims=net.num_dims).mean()
+    def step_on(inputs: torch.Tensor) -> None:
+        # bf16-mixed as trainer.precision=bf16-mixed trains: the flow's own autocast handling
+        # keeps log-dets, the 1x1 convolutions and the latents in float32.
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision != "32"):
+            loss = bits_per_dim(net.log_prob(inputs), num_dims=net.num_dims).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 50.0)
         optimizer.step()
 
+    if spec.get("max_batch") and device.type == "cuda":
+        # Largest power-of-two multiple of batch_size whose training step fits (the same images
+        # repeated: only the shapes matter for memory and speed).
+        batch = largest_batch(
+            lambda b: step_on(x.repeat_interleave(-(-b // len(x)), 0)[:b]),
+            start=batch,
+            limit=int(spec.get("max_batch_limit") or 4096),
+        )
+        log.info("%s %s: largest batch that fits %d", spec["name"], precision, batch)
+        images, source = _load_images(spec["data_dir"], net.image_size, batch)
+        x = to_flow_input(images.to(device), dequantize=True)
+        torch.cuda.reset_peak_memory_stats(device)
+    images = images.to(device)
+
+    def train_step() -> None:
+        step_on(x)
+
     timing = {"warmup": spec["warmup"], "repeats": spec["repeats"], "sync": sync}
     row: dict[str, Any] = {
         "model": spec["name"],
+        "precision": precision,
         "image_size": net.image_size,
         "levels": len(net.levels),
         "depth": spec["model"]["depth"],
         "width": spec["model"]["hidden_channels"],
         "params_m": round(sum(p.numel() for p in net.parameters()) / 1e6, 2),
-        "batch": spec["batch_size"],
+        "batch": batch,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
         "images": source,
@@ -234,12 +285,12 @@ def bench_model(spec: dict[str, Any]) -> dict[str, Any]:
     priv = _timed(
         lambda: privatizer(images, generator=generator, noise_source=source_name), **timing
     )
-    batch = spec["batch_size"]
     for name, t in zip(TIMINGS, (train, enc, dec, priv), strict=True):
         row[f"{name}_s"] = _sig(t["median"])
         row[f"{name}_s_min"] = _sig(t["min"])
         row[f"{name}_s_max"] = _sig(t["max"])
     row.update(
+        train_steps_per_s=round(1 / train["median"], 3),
         encode_img_per_s=round(batch / enc["median"], 2),
         decode_img_per_s=round(batch / dec["median"], 2),
         privatize_img_per_s=round(batch / priv["median"], 2),
@@ -265,6 +316,7 @@ def combine_processes(rows: list[dict[str, Any]]) -> dict[str, Any]:
         out[f"{name}_s_max"] = max(r[f"{name}_s_max"] for r in rows)
     batch = out["batch"]
     out.update(
+        train_steps_per_s=round(1 / out["train_step_s"], 3),
         encode_img_per_s=round(batch / out["encode_s"], 2),
         decode_img_per_s=round(batch / out["decode_s"], 2),
         privatize_img_per_s=round(batch / out["privatize_s"], 2),
@@ -328,11 +380,14 @@ def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
         summary = {
             "model": row["model"],
+            "precision": row.get("precision", "32"),
             "L / K / width": f"{row['levels']} / {row['depth']} / {row['width']}",
             "params": f"{row['params_m']} M",
             "batch": row["batch"],
             "threads": row["threads"],
-            "train step (fwd+bwd+Adam)": _spread(row, "train_step"),
+            "train step (fwd+bwd+Adam)": (
+                f"{_spread(row, 'train_step')}, {row['train_steps_per_s']} steps/s"
+            ),
             "encode (per batch)": f"{_spread(row, 'encode')}, {row['encode_img_per_s']} img/s",
             "decode (per batch)": f"{_spread(row, 'decode')}, {row['decode_img_per_s']} img/s",
             "privatize (per batch)": (
