@@ -67,7 +67,10 @@ def main(cfg: DictConfig) -> None:
             model.update(OmegaConf.to_container(cfg.model_overrides, resolve=True))
         checkpoint = explicit.get(name)
         if checkpoint is None and cfg.find_checkpoints:
-            checkpoint = find_checkpoint(cfg.runs_dir, model)
+            # A run on the data the table's held-out images come from (the default data).
+            checkpoint = find_checkpoint(
+                cfg.runs_dir, model, data_target=(data.get("source") or {}).get("_target_")
+            )
         log.info("%s: held-out bits/dim from %s", name, checkpoint or "no trained checkpoint")
         on_gpu = name in gpu_models
         for precision in cfg.gpu_precisions if on_gpu else cfg.precisions:

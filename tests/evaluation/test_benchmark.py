@@ -60,6 +60,13 @@ def test_heldout_bits_per_dim_reproduces_the_training_run(compose_train, tmp_pat
     ckpt = find_checkpoint(tmp_path / "runs", model)
     assert ckpt == tmp_path / "runs" / "run" / "checkpoints" / "last.ckpt"
     assert find_checkpoint(tmp_path / "runs", model | {"hidden_channels": 16}) is None
+    # A run on other data is not the model's held-out figure for this data.
+    hydra_dir = tmp_path / "runs" / "run" / ".hydra"
+    hydra_dir.mkdir()
+    OmegaConf.save(OmegaConf.to_container(cfg, resolve=False), hydra_dir / "config.yaml")
+    target = cfg.data.source._target_
+    assert find_checkpoint(tmp_path / "runs", model, data_target=target) == ckpt
+    assert find_checkpoint(tmp_path / "runs", model, data_target="other.Source") is None
 
     summary = json.loads((tmp_path / "runs" / "run" / "summary.json").read_text())["metrics"]
     images, where = heldout_images(ckpt, model["image_size"], data=None, max_images=None)

@@ -73,16 +73,24 @@ def _stored_architecture(path: Path) -> dict[str, Any] | None:
     return architecture(meta["net_config"])
 
 
-def find_checkpoint(runs_dir: str | os.PathLike[str], model: Mapping[str, Any]) -> Path | None:
-    """The newest ``<runs_dir>/*/checkpoints/last.ckpt`` whose stored architecture is ``model``'s.
+def find_checkpoint(
+    runs_dir: str | os.PathLike[str], model: Mapping[str, Any], *, data_target: str | None = None
+) -> Path | None:
+    """The newest ``<runs_dir>/*/checkpoints/last.ckpt`` whose stored architecture is ``model``'s
+    and, with ``data_target``, whose run trained on that data source (a run whose
+    ``.hydra/config.yaml`` does not say is not ruled out).
 
     Files that are not dpglow flow checkpoints are skipped.
     """
+    from dpglow.evaluation.discovery import data_of
     from dpglow.privatization.checkpoint import architecture
 
     wanted = architecture(model)
     candidates = sorted(Path(runs_dir).glob("*/checkpoints/last.ckpt"), reverse=True)
     for path in candidates:  # run folders are named <date>_<time>: newest first
+        source = data_of(path.parent.parent)[0]
+        if data_target is not None and source is not None and source != data_target:
+            continue
         if _stored_architecture(path) == wanted:
             return path
     return None

@@ -36,7 +36,7 @@ class FoundRun:
     summary: dict
 
 
-def _data_of(run_dir: Path) -> tuple[str | None, str | None]:
+def data_of(run_dir: Path) -> tuple[str | None, str | None]:
     """(source class, raw root string) of a run's data config, from its .hydra/config.yaml."""
     path = run_dir / ".hydra" / "config.yaml"
     if not path.is_file():
@@ -83,7 +83,7 @@ def find_latest(
     task_dir = Path(log_dir) / task
     candidates = []
     for run_dir in _run_dirs(task_dir) if task_dir.is_dir() else []:
-        target, root = _data_of(run_dir)
+        target, root = data_of(run_dir)
         if data_target is not None and target != data_target:
             continue
         if data_root is not None and root is not None and root != data_root:
