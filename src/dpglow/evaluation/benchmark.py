@@ -210,6 +210,20 @@ def largest_batch(fits: Callable[[int], None], *, start: int, limit: int) -> int
     return best
 
 
+def _rates(median: Mapping[str, float], batch: int) -> dict[str, float]:
+    """Steps and images per second and privatize / (encode + decode), from median seconds."""
+    return {
+        "train_steps_per_s": round(1 / median["train_step"], 3),
+        "encode_img_per_s": round(batch / median["encode"], 2),
+        "decode_img_per_s": round(batch / median["decode"], 2),
+        "privatize_img_per_s": round(batch / median["privatize"], 2),
+        "privatize_s_per_img": _sig(median["privatize"] / batch),
+        "privatize_over_encode_decode": round(
+            median["privatize"] / (median["encode"] + median["decode"]), 3
+        ),
+    }
+
+
 def bench_model(spec: dict[str, Any]) -> dict[str, Any]:
     """One model: runs in its own process (see :func:`run_benchmark`)."""
     from dpglow.flow import bits_per_dim, to_flow_input
@@ -297,13 +311,9 @@ def bench_model(spec: dict[str, Any]) -> dict[str, Any]:
         row[f"{name}_s"] = _sig(t["median"])
         row[f"{name}_s_min"] = _sig(t["min"])
         row[f"{name}_s_max"] = _sig(t["max"])
+    medians = dict(zip(TIMINGS, (t["median"] for t in (train, enc, dec, priv)), strict=True))
     row.update(
-        train_steps_per_s=round(1 / train["median"], 3),
-        encode_img_per_s=round(batch / enc["median"], 2),
-        decode_img_per_s=round(batch / dec["median"], 2),
-        privatize_img_per_s=round(batch / priv["median"], 2),
-        privatize_s_per_img=_sig(priv["median"] / batch),
-        privatize_over_encode_decode=round(priv["median"] / (enc["median"] + dec["median"]), 3),
+        **_rates(medians, batch),
         # Before the held-out evaluation, which loads a second model and the test images.
         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     )
@@ -322,16 +332,8 @@ def combine_processes(rows: list[dict[str, Any]]) -> dict[str, Any]:
         out[f"{name}_s"] = _sig(statistics.median(r[f"{name}_s"] for r in rows))
         out[f"{name}_s_min"] = min(r[f"{name}_s_min"] for r in rows)
         out[f"{name}_s_max"] = max(r[f"{name}_s_max"] for r in rows)
-    batch = out["batch"]
     out.update(
-        train_steps_per_s=round(1 / out["train_step_s"], 3),
-        encode_img_per_s=round(batch / out["encode_s"], 2),
-        decode_img_per_s=round(batch / out["decode_s"], 2),
-        privatize_img_per_s=round(batch / out["privatize_s"], 2),
-        privatize_s_per_img=_sig(out["privatize_s"] / batch),
-        privatize_over_encode_decode=round(
-            out["privatize_s"] / (out["encode_s"] + out["decode_s"]), 3
-        ),
+        **_rates({name: out[f"{name}_s"] for name in TIMINGS}, out["batch"]),
         processes=len(rows),
         train_step_s_per_process=" / ".join(f"{r['train_step_s']:.4g}" for r in rows),
         privatize_s_per_process=" / ".join(f"{r['privatize_s']:.4g}" for r in rows),

@@ -40,6 +40,23 @@ def num_batches(n: int, batch_size: int) -> int:
     return -(-n // batch_size)
 
 
+def privatize_batch(
+    privatizer: Any,
+    images: torch.Tensor,
+    index: int,
+    *,
+    generator: torch.Generator,
+    noise_source: str,
+    noise_seed: int | None,
+) -> tuple[torch.Tensor, Any]:
+    """Fixed batch ``index`` privatized; with a ``noise_seed`` its noise comes from the
+    generator re-seeded by :func:`batch_noise_seed` (which keeps it registered as seeded, NOT
+    PRIVATE), so a batch gets the same noise in whichever process computes it."""
+    if noise_seed is not None:
+        generator.manual_seed(batch_noise_seed(noise_seed, index))
+    return privatizer(images, generator=generator, noise_source=noise_source)
+
+
 def privatize_in_batches(
     privatizer: Any, images: torch.Tensor, *, noise_seed: int | None, batch_size: int, device
 ) -> dict[str, Any]:
@@ -50,9 +67,14 @@ def privatize_in_batches(
     generator, source = noise_generator(noise_seed=noise_seed, device=device)
     outputs, record = [], None
     for index, chunk in enumerate(images.split(batch_size)):
-        if noise_seed is not None:
-            generator.manual_seed(batch_noise_seed(noise_seed, index))
-        private, record = privatizer(chunk.to(device), generator=generator, noise_source=source)
+        private, record = privatize_batch(
+            privatizer,
+            chunk.to(device),
+            index,
+            generator=generator,
+            noise_source=source,
+            noise_seed=noise_seed,
+        )
         outputs.append(private.cpu())
     return {"images": torch.cat(outputs), "record": record.as_dict()}
 
@@ -133,11 +155,13 @@ class EvalModule(pl.LightningModule):
             out["orig_scores"], out["orig_emb"] = self._scores(batch["images"])
         private = batch.get("private")
         if private is None:
-            if self.noise_seed is not None:
-                # Re-seeding keeps the generator registered as seeded (NOT PRIVATE).
-                self.generator.manual_seed(batch_noise_seed(self.noise_seed, index))
-            private, record = self.privatizer(
-                batch["images"], generator=self.generator, noise_source=self.noise_source
+            private, record = privatize_batch(
+                self.privatizer,
+                batch["images"],
+                index,
+                generator=self.generator,
+                noise_source=self.noise_source,
+                noise_seed=self.noise_seed,
             )
             out["record"] = record.as_dict()
         out["private"] = private.cpu()

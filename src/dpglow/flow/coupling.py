@@ -151,8 +151,11 @@ class ZeroConv2d(nn.Module):
         b, h, w = shape
         out_channels = self.conv.out_channels
         taps = (rows @ _taps_weight(self.conv).t()).view(b, h * w, 9 * out_channels).transpose(1, 2)
-        out = F.fold(taps, (h, w), 3, padding=1) + self.conv.bias.view(1, -1, 1, 1)
-        return out * torch.exp(self.log_gain * 3)
+        return self.finish(F.fold(taps, (h, w), 3, padding=1))
+
+    def finish(self, summed: torch.Tensor) -> torch.Tensor:
+        """The bias and the output gain on the convolution's weighted sums ``[B, C_out, H, W]``."""
+        return (summed + self.conv.bias.view(1, -1, 1, 1)) * torch.exp(self.log_gain * 3)
 
 
 class AffineCoupling(nn.Module):
@@ -225,7 +228,7 @@ class AffineCoupling(nn.Module):
                 out = _RowsNet.apply(*inputs)
             else:
                 out = _rows_net(*inputs, save=False)[0]
-            return (out + last.conv.bias.view(1, -1, 1, 1)) * torch.exp(last.log_gain * 3)
+            return last.finish(out)
         b, c, h, w = x_a.shape
         hidden = first.out_channels
         cols = F.unfold(x_a, 3, padding=1).transpose(1, 2).reshape(b * h * w, 9 * c)
