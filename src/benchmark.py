@@ -54,6 +54,11 @@ def main(cfg: DictConfig) -> None:
     conf_dir = Path(__file__).resolve().parents[1] / "conf"
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     models = list(cfg.models) + (list(cfg.gpu_models) if device.startswith("cuda") else [])
+    if not models:
+        raise ValueError(
+            f"nothing to benchmark on {device}: models is empty and gpu_models "
+            f"{list(cfg.gpu_models or [])} only run on a CUDA device; name models=[glow_64,...]"
+        )
     data_dir = cfg.paths.data_dir if "<" not in str(cfg.paths.data_dir) else None
     explicit = OmegaConf.to_container(cfg.checkpoints, resolve=True) if cfg.checkpoints else {}
     load_before = load_average()

@@ -161,6 +161,16 @@ def test_processes_combine_into_median_and_overall_spread():
     assert out["heldout_bpd"] == 3.9
 
 
+def test_benchmark_without_models_for_this_device_says_so(tmp_path):
+    proc = run_entry(
+        "benchmark.py", "models=[]", "gpu_models=[glow_256]", "device=cpu",
+        f"hydra.run.dir={tmp_path}",
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "nothing to benchmark on cpu" in proc.stderr
+    assert not (tmp_path / "benchmark.csv").exists()
+
+
 def test_noise_table_matches_the_calibration_formulas():
     flow = Glow(image_size=64, num_levels=4, depth=1, hidden_channels=4)
     rows = {(r["mechanism"], r["levels"]): r for r in noise_scale_rows(flow, epsilons=[1, 10])}
