@@ -64,13 +64,12 @@ def test_merge_needs_every_batch_exactly_once(tmp_path):
     assert len(batches) == 3 and len(batches[2]["images"]) == 2
 
     def out(k):
-        return {"index": k, "private": torch.full((1, 1, 2, 2), k), "record": {"k": k}}
+        return {"index": k, "released": torch.full((1, 1, 2, 2), k)}
 
     torch.save([out(0), out(2)], tmp_path / "rank0.pt")
     torch.save([out(1)], tmp_path / "rank1.pt")
     merged = merge_shards(tmp_path, 2, 3)
-    assert merged["private"].flatten(1)[:, 0].tolist() == [0, 1, 2]  # batch order
-    assert merged["record"] == {"k": 0}
+    assert merged["released"].flatten(1)[:, 0].tolist() == [0, 1, 2]  # batch order
     with pytest.raises(RuntimeError, match="missing"):
         merge_shards(tmp_path, 2, 4)
     torch.save([out(1), out(2)], tmp_path / "rank1.pt")

@@ -273,11 +273,49 @@ def test_optuna_search_runs_trials(eval_models, tmp_path):
     result = run_entry(
         "evaluate.py",
         "-m",
-        "hparams_search=evaluate_optuna",
+        "hparams_search=frontier_optuna",
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.sampler.n_startup_trials=2",
         *_args(eval_models, sweep),
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert len(pd.read_csv(sweep / "results.csv")) == 3
+    frame = pd.read_csv(sweep / "results.csv")
+    assert len(frame) == 3
+    # Every trial is scored on the validation split, never on the test images.
+    assert (frame["split"].iloc[1:] == "val").all() and frame["label_fraction"].iloc[
+        1:
+    ].notna().all()
     assert "best_params" in (sweep / "optimization_results.yaml").read_text()
+
+
+def test_subspace_label_channel_and_public_references(run_eval, eval_models):
+    # The basis is fitted on the flow's training split and saved in its run folder on first use.
+    row = run_eval("privacy=subspace", "epsilon=inf", "privacy.postprocess=none", "noise_seed=0")
+    assert row["mechanism"] == "subspace" and row["k"] == 1 and row["basis"] == "supervised"
+    assert math.isinf(row["eps_per_image"]) and row["d"] == 1
+    bases = list((eval_models["flow"].parent.parent / "bases").glob("*-supervised-k1-l1.pt"))
+    assert len(bases) == 1 and len(row["basis_sha256"]) == 64
+    # Composition: both parts of the budget are in the row and add up to the per-image epsilon.
+    row = run_eval("privacy=label_channel", "epsilon=3", "noise_seed=0")
+    assert row["mechanism"] == "label_channel" and row["labels"] == "Pneumonia"
+    assert row["eps_per_image"] == pytest.approx(3.0)
+    assert row["eps_label"] == pytest.approx(2.1) and row["eps_latent"] == pytest.approx(0.9)
+    # Public-only references: prior samples (epsilon 0) and the labels alone.
+    prior = run_eval("privacy=prior", "noise_seed=0")
+    assert prior["eps_per_image"] == 0.0 and prior["d"] == 0 and prior["private"]
+    assert prior["p1/pixel_top1"] < 0.1
+    label_only = run_eval(
+        "privacy=label_channel", "privacy.label_fraction=1.0", "epsilon=3", "noise_seed=0"
+    )
+    assert label_only["mechanism"] == "label_only" and label_only["eps_latent"] == 0.0
+
+
+def test_settings_search_scores_on_the_validation_split(run_eval):
+    val = run_eval("privacy=laplace_l1", "epsilon=10", "eval.split=val", "noise_seed=0")
+    test = run_eval("privacy=laplace_l1", "epsilon=10", "noise_seed=0")
+    assert val["split"] == "val" and test["split"] == "test"
+    assert (
+        val["n_images"] != test["n_images"] or val["u1/auc_orig_mean"] != test["u1/auc_orig_mean"]
+    )
+    with pytest.raises(ValueError, match=r"eval\.split"):
+        run_eval("eval.split=train")

@@ -10,7 +10,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from conftest import run_entry
-from dpglow.privatization.predict import InputImages, PrivatizeModule, image_noise_seed
+from dpglow.privatization import Privatizer, public_record
+from dpglow.privatization.module import PrivatizeModule, image_noise_seed
+from dpglow.privatization.pipeline import image_noise_keys
+from dpglow.privatization.predict import InputImages
 
 
 @pytest.fixture
@@ -96,26 +99,36 @@ def test_shards_are_disjoint_and_complete(small_folder, tmp_path):
 def test_seeded_noise_is_per_image_and_unseeded_is_batched():
     calls = []
 
-    def privatizer(images, *, generator, noise_source):
-        calls.append(len(images))
-        noise = torch.rand(images.shape, generator=generator)
-        return images + noise, None
+    class Recorder(Privatizer):
+        name = "recorder"
+
+        def record(self, *, noise_source="os_entropy"):
+            return public_record("recorder", noise_source=noise_source)
+
+        def describe(self):
+            return {"mechanism": self.name}
+
+        def __call__(self, images, *, generator, noise_source):
+            calls.append(len(images))
+            return images + torch.rand(images.shape, generator=generator)
+
+    privatizer = Recorder()
 
     batch = {
         "images": torch.zeros(3, 1, 2, 2),
         "ok": [{"path": f"/x/{k}", "input": k, "output": k} for k in ("a", "b", "c")],
         "failed": [],
     }
-    seeded = PrivatizeModule(privatizer, noise_seed=5)
+    seeded = PrivatizeModule(privatizer, noise_seed=5, noise_keys=image_noise_keys)
     seeded.on_predict_start()
-    full = seeded.predict_step(batch, 0)["images"]
+    full = seeded.predict_step(batch, 0)["released"]
     assert calls == [1, 1, 1]
     alone = {**batch, "images": batch["images"][1:2], "ok": batch["ok"][1:2]}
-    assert torch.equal(seeded.predict_step(alone, 0)["images"][0], full[1])
+    assert torch.equal(seeded.predict_step(alone, 0)["released"][0], full[1])
     assert image_noise_seed(5, "a") != image_noise_seed(5, "b") != image_noise_seed(6, "b")
 
     calls.clear()
-    private = PrivatizeModule(privatizer)
+    private = PrivatizeModule(privatizer, noise_keys=image_noise_keys)
     private.on_predict_start()
     private.predict_step(batch, 0)
     assert calls == [3] and private.noise_source == "os_entropy"

@@ -18,15 +18,9 @@ from typing import Any
 
 import torch
 
+from dpglow.data.subsets import tensor_digest  # noqa: F401  (re-exported)
+
 log = logging.getLogger(__name__)
-
-
-def tensor_digest(tensor: torch.Tensor) -> str:
-    """SHA-256 of a tensor's shape, dtype and bytes."""
-    t = tensor.detach().cpu().contiguous()
-    digest = hashlib.sha256(f"{tuple(t.shape)}|{t.dtype}".encode())
-    digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
 
 
 def key_of(parts: Any) -> str:

@@ -109,13 +109,13 @@ def run_dir_of(checkpoint: str | Path) -> Path | None:
     return run_dir if (run_dir / ".hydra").is_dir() or (run_dir / "splits.csv").is_file() else None
 
 
-def training_paths(run_dir: Path | None) -> set[str] | None:
-    """Resolved paths of the images a run trained and validated on (None: no splits.csv)."""
+def training_paths(
+    run_dir: Path | None, splits: tuple[str, ...] = ("train", "val")
+) -> set[str] | None:
+    """Resolved paths of the images a run used in ``splits`` (None: no splits.csv)."""
     if run_dir is None or not (run_dir / "splits.csv").is_file():
         return None
     with open(run_dir / "splits.csv", newline="") as fh:
         return {
-            str(Path(row["path"]).resolve())
-            for row in csv.DictReader(fh)
-            if row["split"] in ("train", "val")
+            str(Path(row["path"]).resolve()) for row in csv.DictReader(fh) if row["split"] in splits
         }

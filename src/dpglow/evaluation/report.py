@@ -27,8 +27,8 @@ GRID_FILE = "image_grid.png"
 ORIGINAL = "original (no privacy)"
 # Settings that, when they vary within a sweep, name separate lines of the plot.
 SERIES_KEYS = (
-    "levels", "postprocess", "temperature", "cell", "accounting", "flow_depth", "flow_width",
-    "flow_ckpt", "classifier", "data",
+    "levels", "postprocess", "temperature", "cell", "accounting", "radius", "basis", "k",
+    "label_fraction", "labeler", "flow_depth", "flow_width", "flow_ckpt", "classifier", "data",
 )  # fmt: skip
 MD_COLUMNS = (
     ("mechanism", "mechanism"), ("series", "setting"), ("eps_per_image", "eps/image"),

@@ -16,7 +16,6 @@ import json
 import logging
 import math
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +25,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
+from dpglow.data.subsets import LabelledImages, load_split
 from dpglow.evaluation import metrics as M
 from dpglow.evaluation.artifacts import key_of, load_cached, store, tensor_digest
 from dpglow.evaluation.discovery import find_latest, run_dir_of, training_paths
 from dpglow.evaluation.shards import per_image_pass
-from dpglow.privatization.build import build_privatizer, mechanism_name
+from dpglow.privatization.build import build_privatizer, privatizer_class
 from dpglow.privatization.checkpoint import CheckpointError, file_sha256, load_flow
+from dpglow.privatization.fit import ensure_basis
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +45,8 @@ class LeakageError(ValueError):
     """Evaluation images were seen by the flow or the classifier during training."""
 
 
-@dataclass
-class EvalImages:
-    images: torch.Tensor  # uint8 [N, 1, S, S]
-    labels: torch.Tensor  # float [N, P], NaN = unknown
-    pathologies: list[str]
-    patients: list[str]
-    paths: list[str]
+# The test split an evaluation job works on.
+EvalImages = LabelledImages
 
 
 # --------------------------------------------------------------------------- models
@@ -121,33 +117,15 @@ def _classifier(cfg: DictConfig, pathologies: list[str]) -> tuple[Any, dict, Pat
 
 
 def _split(cfg: DictConfig, image_size: int, split: str, limit: int | None) -> EvalImages:
-    """A split at ``image_size``: all its images, or a seeded subset of ``limit``, in order."""
-    with open_dict(cfg):
-        cfg.model = cfg.get("model") or {}
-        cfg.model.image_size = image_size
-    datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("test")
-    data = datamodule.dataset(split)
-    keep = torch.arange(len(data.images))
-    if limit is not None and limit < len(keep):
-        # A seeded random subset, not the first N: splits list images grouped by class or patient.
-        order = torch.randperm(len(keep), generator=torch.Generator().manual_seed(int(cfg.seed)))
-        keep = order[: int(limit)].sort().values
-    rows = datamodule.splits.iloc[data.index[keep].numpy()]
-    return EvalImages(
-        images=data.images[keep].clone(),
-        labels=data.labels[keep].clone(),
-        pathologies=list(datamodule.pathologies),
-        patients=[str(p) for p in rows["patient_id"]],
-        paths=[str(Path(p).resolve()) for p in rows["path"]],
-    )
+    return load_split(cfg, image_size=image_size, split=split, limit=limit)
 
 
-def _check_no_leakage(test: EvalImages, runs: dict[str, Path | None]) -> None:
-    """Refuse to evaluate on images a model trained or validated on (the threat model)."""
+def _check_no_leakage(test: EvalImages, runs: dict[str, Path | None], split: str = "test") -> None:
+    """Refuse to evaluate on images a model trained on, or (for the test split) validated on (the
+    threat model; the validation split is where settings are searched)."""
+    used = ("train",) if split == "val" else ("train", "val")
     for what, run_dir in runs.items():
-        seen = training_paths(run_dir)
+        seen = training_paths(run_dir, used)
         if seen is None:
             log.warning(
                 "cannot verify that the %s never saw the test images (no splits.csv beside its "
@@ -264,27 +242,28 @@ def _strip(images: torch.Tensor) -> np.ndarray:
     return torch.cat(list(images[:, 0]), dim=1).numpy()
 
 
-def _settings(cfg: DictConfig, privatizer: Any, flow_info: dict) -> dict[str, Any]:
-    privacy = cfg.privacy
-    latent = privacy.space == "latent"
-    mech = OmegaConf.to_container(privacy.mechanism, resolve=True)
-    levels = privacy.levels if latent else None
-    return {
-        "mechanism": mechanism_name(privacy),
-        "space": privacy.space,
-        "epsilon": float(cfg.epsilon),
-        "accounting": mech.get("accounting", "per_image"),
-        "levels": "all"
-        if not latent or levels == "all"
-        else ",".join(str(i) for i in privatizer.levels),
-        "postprocess": privacy.postprocess,
-        "temperature": float(cfg.temperature) if latent else math.nan,
-        "cell": mech.get("cell", math.nan),
-        "flow_depth": flow_info["net_config"]["depth"],
-        "flow_levels": flow_info["net_config"]["num_levels"],
-        "flow_width": flow_info["net_config"]["hidden_channels"],
-        "flow_ckpt": flow_info["path"],
-    }
+def _settings(privatizer: Any, flow_info: dict) -> dict[str, Any]:
+    """The row's description of the release: the privatizer's own settings, then the flow's."""
+    row = dict(privatizer.describe())
+    row.update(
+        {
+            "flow_depth": flow_info["net_config"]["depth"],
+            "flow_levels": flow_info["net_config"]["num_levels"],
+            "flow_width": flow_info["net_config"]["hidden_channels"],
+            "flow_ckpt": flow_info["path"],
+        }
+    )
+    return row
+
+
+def _epsilon_split(record: dict[str, Any]) -> tuple[float, float]:
+    """(epsilon the labels received, epsilon the latents or pixels received) per image."""
+    parts = record.get("parts") or {}
+    if not parts:
+        eps = record["epsilon_per_image"]
+        return (eps, 0.0) if record["mechanism"] == "randomized_response" else (0.0, eps)
+    share = {name: part["epsilon_per_image"] for name, part in parts.items()}
+    return share.get("labels", 0.0), share.get("latent", 0.0)
 
 
 def _trainer(cfg: DictConfig) -> Any:
@@ -308,17 +287,6 @@ def _trainer(cfg: DictConfig) -> Any:
     return trainer
 
 
-def _released(merged: dict, cache_dir: Path | None, key: str) -> dict:
-    """The privatized set: ``merged`` from the pass, with the privacy record of a batch
-    privatized in it (or of the cached set the ranks reused)."""
-    record = merged["record"]
-    if record is None:
-        record = (load_cached(cache_dir, "privatized", key) or {}).get("record")
-    if record is None:
-        raise RuntimeError("no privacy record: no batch was privatized and none was cached")
-    return {"images": merged["private"], "record": record}
-
-
 def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run one evaluation job; returns (row, objects).
 
@@ -334,22 +302,33 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     trainer = _trainer(cfg)
 
     flow, flow_info, flow_run = _flow(cfg)
-    test = _split(cfg, flow.image_size, "test", cfg.eval.get("max_images"))
+    split = cfg.eval.get("split", "test")
+    if split not in ("test", "val"):
+        raise ValueError(f"eval.split must be test or val (a search scores on val), got {split!r}")
+    test = _split(cfg, flow.image_size, split, cfg.eval.get("max_images"))
     classifier, clf_info, clf_run = _classifier(cfg, test.pathologies)
-    _check_no_leakage(test, {"flow": flow_run, "classifier": clf_run})
+    runs = {"flow": flow_run, "classifier": clf_run}
+    labeler = cfg.privacy.get("labeler") or {}
+    if labeler.get("ckpt_path"):
+        runs["labeler"] = run_dir_of(labeler.ckpt_path)
+    _check_no_leakage(test, runs, split)
+    ensure_basis(cfg, flow, flow_info)
     privatizer = build_privatizer(
-        cfg.privacy, flow=flow, temperature=cfg.temperature, n_bits=flow_info["n_bits"]
+        cfg.privacy,
+        flow=flow if privatizer_class(cfg.privacy).needs_flow else None,
+        flow_info=flow_info,
+        temperature=cfg.temperature,
+        image_size=flow.image_size,
     )
-    latent = cfg.privacy.space == "latent"
     images_key = tensor_digest(test.images)
     # Computed once per sweep: everything that depends on the original images only.
     # (The "p2" tag keeps caches written before the entry existed from being read.)
     originals_key = key_of([clf_info["sha256"], images_key, "p2"])
     private_key = key_of(
         {
-            "flow": flow_info["sha256"] if latent else flow.image_size,
+            "flow": flow_info["sha256"] if privatizer.needs_flow else flow.image_size,
+            "privatizer": privatizer.describe(),
             "privacy": OmegaConf.to_container(cfg.privacy, resolve=True),
-            "temperature": cfg.temperature if latent else None,
             "noise_seed": noise_seed,
             # Seeded noise is drawn per fixed batch of the images.
             "noise": "per batch" if noise_seed is None else f"per batch of {batch}",
@@ -368,7 +347,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     merged = per_image_pass(
         trainer,
         images=test.images,
-        private=released["images"] if released else None,
+        released=released["images"] if released else None,
         classifier=classifier,
         privatizer=privatizer,
         score_originals=original is None,
@@ -389,9 +368,9 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     elif original is None:  # another rank found the sweep's cache (written meanwhile)
         original = load_cached(cache_dir, "originals", originals_key)
     if released is None:
-        released = _released(merged, cache_dir, private_key)
+        released = {"images": merged["released"], "record": merged["record"]}
         store(cache_dir, "privatized", private_key, released)
-    private, record = merged["private"], released["record"]
+    private, record = merged["released"], merged["record"]
     priv_scores, priv_emb = merged["priv_scores"], merged["priv_emb"]
 
     orig_scores, names = _aligned_scores(original["scores"], classifier, test)
@@ -399,7 +378,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     labels = test.labels[:, [test.pathologies.index(p) for p in names]]
     orig_emb = original["embeddings"]
 
-    row: dict[str, Any] = _settings(cfg, privatizer, flow_info)
+    row: dict[str, Any] = _settings(privatizer, flow_info)
     row.update(
         {
             "eps_per_image": record["epsilon_per_image"],
@@ -411,7 +390,10 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             "noise_scale": record["noise_scale"],
             "noise_source": record["noise_source"],
             "private": record["private"],
+            "eps_label": _epsilon_split(record)[0],
+            "eps_latent": _epsilon_split(record)[1],
             "data": _data_target(cfg)[0].rsplit(".", 1)[-1],
+            "split": split,
             "n_images": len(test.images),
             "classifier": clf_info["path"] or clf_info["weights"],
         }
@@ -424,8 +406,8 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         from dpglow.evaluation.utility import u2
 
         device = trainer.strategy.root_device  # U2 runs on rank 0's device
-        if isinstance(getattr(privatizer, "flow", None), torch.nn.Module):
-            privatizer.flow.to(device)  # Lightning moved the pass's modules back to the CPU
+        for part in privatizer.modules().values():
+            part.to(device)  # Lightning moved the pass's modules back to the CPU
         row.update(
             u2(
                 cfg,

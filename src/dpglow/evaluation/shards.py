@@ -22,65 +22,41 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dpglow.evaluation.artifacts import atomic_save
-from dpglow.privatization.predict import image_noise_seed
+from dpglow.privatization.module import PrivatizeModule
 
 log = logging.getLogger(__name__)
 
 SHARD_DIR = ".eval-shards"
 # Tensors of a batch's outputs, concatenated over the batches when merged.
-_TENSORS = ("private", "priv_scores", "priv_emb", "orig_scores", "orig_emb")
+_TENSORS = ("released", "priv_scores", "priv_emb", "orig_scores", "orig_emb")
 
 
-def batch_noise_seed(noise_seed: int, index: int) -> int:
-    """The seed of evaluation batch ``index``'s noise in seeded (test) mode."""
-    return image_noise_seed(noise_seed, f"evaluation batch {index}")
+def batch_noise_keys(batch: dict[str, Any]) -> list[str]:
+    """Seeded (test) mode draws fixed batch ``k``'s noise from one key for the whole batch."""
+    return [f"evaluation batch {int(batch['index'])}"]
 
 
 def num_batches(n: int, batch_size: int) -> int:
     return -(-n // batch_size)
 
 
-def privatize_batch(
-    privatizer: Any,
-    images: torch.Tensor,
-    index: int,
-    *,
-    generator: torch.Generator,
-    noise_source: str,
-    noise_seed: int | None,
-) -> tuple[torch.Tensor, Any]:
-    """Fixed batch ``index`` privatized; with a ``noise_seed`` its noise comes from the
-    generator re-seeded by :func:`batch_noise_seed` (which keeps it registered as seeded, NOT
-    PRIVATE), so a batch gets the same noise in whichever process computes it."""
-    if noise_seed is not None:
-        generator.manual_seed(batch_noise_seed(noise_seed, index))
-    return privatizer(images, generator=generator, noise_source=noise_source)
-
-
 def privatize_in_batches(
     privatizer: Any, images: torch.Tensor, *, noise_seed: int | None, batch_size: int, device
 ) -> dict[str, Any]:
     """``{"images", "record"}``: ``images`` privatized in this process, in the fixed batches and
-    with the batch noise seeds of :class:`EvalModule` (the same release for the same images)."""
-    from dpglow.privacy import noise_generator
-
-    generator, source = noise_generator(noise_seed=noise_seed, device=device)
-    outputs, record = [], None
+    with the batch noise keys of the evaluation pass (the same release for the same images)."""
+    module = PrivatizeModule(privatizer, noise_keys=batch_noise_keys, noise_seed=noise_seed)
+    module.to(device)
+    module.on_predict_start()
+    outputs = []
     for index, chunk in enumerate(images.split(batch_size)):
-        private, record = privatize_batch(
-            privatizer,
-            chunk.to(device),
-            index,
-            generator=generator,
-            noise_source=source,
-            noise_seed=noise_seed,
-        )
-        outputs.append(private.cpu())
-    return {"images": torch.cat(outputs), "record": record.as_dict()}
+        batch = {"index": index, "images": chunk.to(device)}
+        outputs.append(module.predict_step(batch, index)["released"])
+    return {"images": torch.cat(outputs), "record": module.record.as_dict()}
 
 
 class FixedBatches(Dataset):
-    """Item ``k``: ``{"index": k, "images": images[k*B:(k+1)*B]}`` (+ ``"private"``, the same rows
+    """Item ``k``: ``{"index": k, "images": images[k*B:(k+1)*B]}`` (+ ``"released"``, the same rows
     of an already privatized set, when one is given)."""
 
     def __init__(self, images: torch.Tensor, private: torch.Tensor | None, batch_size: int) -> None:
@@ -100,7 +76,7 @@ class FixedBatches(Dataset):
         rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
         item = {"index": index, "images": self.images[rows]}
         if self.private is not None:
-            item["private"] = self.private[rows]
+            item["released"] = self.private[rows]
         return item
 
 
@@ -115,63 +91,9 @@ class EvalData(pl.LightningDataModule):
         return DataLoader(self.batches, batch_size=None, shuffle=False)
 
 
-class EvalModule(pl.LightningModule):
-    """``predict_step``: one fixed batch -> its privatized images (unless given), the classifier's
-    scores and embeddings of the privatized images, and of the originals when asked."""
-
-    def __init__(
-        self,
-        *,
-        classifier: torch.nn.Module,
-        privatizer: Any,
-        score_originals: bool,
-        noise_seed: int | None,
-    ) -> None:
-        super().__init__()
-        self.classifier = classifier
-        self.privatizer = privatizer
-        if isinstance(getattr(privatizer, "flow", None), torch.nn.Module):
-            self.flow = privatizer.flow  # registered, so Lightning moves it to the device
-        self.score_originals = score_originals
-        self.noise_seed = noise_seed
-        self.generator: torch.Generator | None = None
-        self.noise_source: str | None = None
-
-    def on_predict_start(self) -> None:
-        from dpglow.privacy import noise_generator
-
-        self.generator, self.noise_source = noise_generator(
-            noise_seed=self.noise_seed, device=self.device
-        )
-
-    def _scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        scores, embeddings = self.classifier.score_and_embed(images)
-        return scores.float().cpu(), embeddings.float().cpu()
-
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        index = int(batch["index"])
-        out: dict[str, Any] = {"index": index}
-        if self.score_originals:
-            out["orig_scores"], out["orig_emb"] = self._scores(batch["images"])
-        private = batch.get("private")
-        if private is None:
-            private, record = privatize_batch(
-                self.privatizer,
-                batch["images"],
-                index,
-                generator=self.generator,
-                noise_source=self.noise_source,
-                noise_seed=self.noise_seed,
-            )
-            out["record"] = record.as_dict()
-        out["private"] = private.cpu()
-        out["priv_scores"], out["priv_emb"] = self._scores(private)
-        return out
-
-
 def merge_shards(shard_dir: Path, world_size: int, n_batches: int) -> dict[str, Any]:
     """The ranks' outputs in batch order: each field concatenated over the batches (a field only
-    when every batch has it), and the first privacy record. Every batch must come exactly once."""
+    when every batch has it). Every batch must come exactly once."""
     by_index: dict[int, dict[str, Any]] = {}
     for rank in range(world_size):
         path = shard_dir / f"rank{rank}.pt"
@@ -189,8 +111,6 @@ def merge_shards(shard_dir: Path, world_size: int, n_batches: int) -> dict[str, 
     for name in _TENSORS:
         if all(name in out for out in outs):
             merged[name] = torch.cat([out[name] for out in outs])
-    records = [out["record"] for out in outs if "record" in out]
-    merged["record"] = records[0] if records else None
     return merged
 
 
@@ -198,7 +118,7 @@ def per_image_pass(
     trainer: pl.Trainer,
     *,
     images: torch.Tensor,
-    private: torch.Tensor | None,
+    released: torch.Tensor | None,
     classifier: torch.nn.Module,
     privatizer: Any,
     score_originals: bool,
@@ -207,14 +127,15 @@ def per_image_pass(
     out_dir: Path,
 ) -> dict[str, Any] | None:
     """Run the pass on ``trainer``'s devices; rank 0 returns the merged outputs (see
-    :func:`merge_shards`), the other ranks ``None``."""
-    module = EvalModule(
-        classifier=classifier,
-        privatizer=privatizer,
-        score_originals=score_originals,
+    :func:`merge_shards`) with the run's privacy ``record``, the other ranks ``None``."""
+    module = PrivatizeModule(
+        privatizer,
+        noise_keys=batch_noise_keys,
         noise_seed=noise_seed,
+        classifier=classifier,
+        score_originals=score_originals,
     )
-    data = EvalData(images, private, batch_size)
+    data = EvalData(images, released, batch_size)
     outputs = trainer.predict(module, datamodule=data, return_predictions=True) or []
     shard_dir = out_dir / SHARD_DIR
     atomic_save(list(outputs), shard_dir / f"rank{trainer.global_rank}.pt")
@@ -223,5 +144,6 @@ def per_image_pass(
         log.info("rank %d: %d batches done; rank 0 merges", trainer.global_rank, len(outputs))
         return None
     merged = merge_shards(shard_dir, trainer.world_size, len(data.batches))
+    merged["record"] = module.record.as_dict()
     shutil.rmtree(shard_dir, ignore_errors=True)
     return merged

@@ -7,9 +7,20 @@ mechanisms ``[B, C, H, W]`` in [0, 1]; each returns ``(noisy, PrivacyRecord)``::
     generator, source = noise_generator(device=u.device)
     noisy, record = LaplaceL1(epsilon=1.0)(u, generator=generator)
     denoised = posterior_mean(noisy, noise=record.noise, scale=record.noise_scale)
+
+The label channel takes ``y`` of shape ``[B, m]`` in {0, 1} through randomized response, and a
+release made of both parts is accounted by basic composition (the epsilons add up)::
+
+    rr = RandomizedResponse(epsilon=0.5, num_labels=m)
+    noisy_y, label_record = rr(y, generator=generator)
+    p_positive = rr.posterior_positive(noisy_y, prior=0.1)  # free post-processing
+    record = compose(parts={"latent": record, "label": label_record})  # epsilon/image: 1.5
+
+``MECHANISMS`` maps names to the continuous-noise :class:`Mechanism` classes;
+:class:`RandomizedResponse` (which flips bits) is not one of them.
 """
 
-from dpglow.privacy.accounting import PrivacyRecord
+from dpglow.privacy.accounting import PrivacyRecord, compose
 from dpglow.privacy.base import Mechanism
 from dpglow.privacy.gaussian import (
     analytic_gaussian_sigma,
@@ -17,6 +28,7 @@ from dpglow.privacy.gaussian import (
     gaussian_delta,
 )
 from dpglow.privacy.image import DPPix, PixelLaplace
+from dpglow.privacy.labels import RandomizedResponse
 from dpglow.privacy.latent import GaussianL2, LaplaceElementwise, LaplaceL1, scale_into_ball
 from dpglow.privacy.noise import OS_ENTROPY, SEEDED, UNVERIFIED, noise_generator
 from dpglow.privacy.postprocess import posterior_mean, posterior_sample
@@ -37,8 +49,10 @@ __all__ = [
     "Mechanism",
     "PixelLaplace",
     "PrivacyRecord",
+    "RandomizedResponse",
     "analytic_gaussian_sigma",
     "classical_gaussian_sigma",
+    "compose",
     "gaussian_delta",
     "noise_generator",
     "posterior_mean",

@@ -54,3 +54,11 @@ def check_choice(name: str, value: object, choices: Collection[str]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
     return value
+
+
+def check_probability(name: str, value: object) -> float:
+    """A probability ``0 <= value <= 1``."""
+    number = check_real(name, value)
+    if math.isnan(number) or not 0.0 <= number <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1], got {number}")
+    return number

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 
 from dpglow.flow import Glow, flatten_latents, to_flow_input, to_uint8, unflatten_latents
+from dpglow.privacy import OS_ENTROPY, PrivacyRecord
+from dpglow.privatization.base import Privatizer, check_images
 
 POSTPROCESS = ("none", "clamp", "posterior_mean", "posterior_sample")
 # Where no clip bound is known (ball mechanisms), `clamp` keeps latents within the range that holds
@@ -64,8 +66,31 @@ def resolve_levels(levels: Any, num_levels: int) -> list[int]:
     return sorted(set(chosen))
 
 
-class DPGlowPrivatizer:
-    """Privatize 8-bit images through a trained Glow.
+def levels_label(levels: Sequence[int], num_levels: int) -> str:
+    """``"all"`` or the comma-separated level indices (0 = finest), as rows and reports show it."""
+    return "all" if list(levels) == list(range(num_levels)) else ",".join(map(str, levels))
+
+
+def fresh_latents(
+    shapes: Sequence[Sequence[int]], batch: int, *, temperature: float, generator, device, dtype
+) -> list[torch.Tensor]:
+    """Prior draws N(0, T^2) for levels that are not released (independent of any image)."""
+    return [
+        temperature * torch.randn((batch, *s), generator=generator, device=device, dtype=dtype)
+        for s in shapes
+    ]
+
+
+def check_temperature(temperature: Any) -> float:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise TypeError(f"temperature must be a number, got {temperature!r}")
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"temperature must be a positive finite number, got {temperature}")
+    return float(temperature)
+
+
+class DPGlowPrivatizer(Privatizer):
+    """DP-GLOW: privatize 8-bit images through a trained Glow (``privacy=laplace_l1`` etc.).
 
     The chosen levels' standardised latents (elements ~ N(0, 1)) go through ``mechanism``; the
     other levels are replaced by fresh prior draws at ``temperature``, which do not depend on the
@@ -86,16 +111,35 @@ class DPGlowPrivatizer:
     ) -> None:
         if postprocess not in POSTPROCESS:
             raise ValueError(f"postprocess must be one of {POSTPROCESS}, got {postprocess!r}")
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-            raise TypeError(f"temperature must be a number, got {temperature!r}")
-        if not math.isfinite(temperature) or temperature <= 0:
-            raise ValueError(f"temperature must be a positive finite number, got {temperature}")
+        if getattr(mechanism, "space", "latent") != "latent":
+            raise ValueError(
+                f"{mechanism!r} works on pixels: use it as privacy=pixel_laplace / dp_pix"
+            )
+        self.temperature = check_temperature(temperature)
         self.flow = flow.eval()
         self.mechanism = mechanism
         self.levels = resolve_levels(levels, len(flow.levels))
         self.postprocess = postprocess
-        self.temperature = float(temperature)
         self.n_bits = n_bits
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.mechanism.name
+
+    def record(self, *, noise_source: str = OS_ENTROPY) -> PrivacyRecord:
+        return self.mechanism.record((self.num_private_elements,), noise_source=noise_source)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "mechanism": self.mechanism.name,
+            "levels": levels_label(self.levels, len(self.flow.levels)),
+            "postprocess": self.postprocess,
+            "temperature": self.temperature,
+            **self.mechanism._params(),
+        }
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"flow": self.flow}
 
     @property
     def num_private_elements(self) -> int:
@@ -126,8 +170,9 @@ class DPGlowPrivatizer:
     @torch.no_grad()
     def __call__(
         self, images: torch.Tensor, *, generator: torch.Generator, noise_source: str
-    ) -> tuple[torch.Tensor, Any]:
-        """uint8 ``[B, C, H, W]`` -> (privatized uint8 images, the mechanism's record)."""
+    ) -> torch.Tensor:
+        """uint8 ``[B, C, H, W]`` -> privatized uint8 images."""
+        check_images(images, self.flow.image_size)
         x = to_flow_input(images, n_bits=self.n_bits)
         latents = self.flow.encode(x)
         chosen = [latents[i] for i in self.levels]
@@ -149,4 +194,4 @@ class DPGlowPrivatizer:
             else:
                 fresh = torch.randn(u.shape, generator=generator, device=u.device, dtype=u.dtype)
                 out.append(fresh * self.temperature)
-        return to_uint8(self.flow.decode(out), n_bits=self.n_bits), record
+        return to_uint8(self.flow.decode(out), n_bits=self.n_bits)
