@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
+import struct
+import subprocess
+import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +166,99 @@ def test_not_an_image_raises_naming_file(tmp_path: Path) -> None:
     bad.write_text("not a png")
     with pytest.raises(DataFormatError, match=re.escape(str(bad))):
         read_image(bad, 32)
+
+
+def test_non_finite_pixels_are_refused(tmp_path: Path) -> None:
+    Image.fromarray(np.full((16, 16), np.nan, np.float32)).save(tmp_path / "nan.tiff")
+    partly = np.linspace(0, 1, 256, dtype=np.float32).reshape(16, 16)
+    partly[2, 3] = -np.inf
+    Image.fromarray(partly).save(tmp_path / "inf.tiff")
+    for name in ("nan.tiff", "inf.tiff"):
+        with pytest.raises(DataFormatError, match=r"nan\.tiff|inf\.tiff") as err:
+            read_image(tmp_path / name, 8)
+        assert "NaN or infinity" in str(err.value)
+    finite = np.linspace(-3, 5, 256, dtype=np.float32).reshape(16, 16)
+    Image.fromarray(finite).save(tmp_path / "ok.tiff")
+    out = read_image(tmp_path / "ok.tiff", None)
+    assert out.min() == 0 and out.max() == 255
+
+
+def test_max_pixels_refuses_before_decoding(tmp_path: Path) -> None:
+    Image.fromarray(ramp(40, 50)).save(tmp_path / "a.png")
+    assert read_image(tmp_path / "a.png", 8, max_pixels=2000).shape == (8, 8)
+    with pytest.raises(DataFormatError, match="more than max_pixels=1,999"):
+        read_image(tmp_path / "a.png", 8, max_pixels=1999)
+    pixels = ramp(30, 30).astype(np.uint16)
+    with pytest.raises(DataFormatError, match="900 pixels is more than max_pixels=899"):
+        read_image(write_dicom(tmp_path / "a.dcm", pixels), 8, max_pixels=899)
+    with pytest.raises(ValueError, match="max_pixels must be a positive int"):
+        read_image(tmp_path / "a.png", 8, max_pixels=0)
+
+
+def write_png16_rows(path: Path, side: int) -> Path:
+    """A side x side 16-bit gray PNG written row by row (1-2 MB, no image in memory):
+    row y holds the value 5 y."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    compressor = zlib.compressobj(1)  # fastest: the rows are constant anyway
+    with open(path, "wb") as fh:
+        fh.write(b"\x89PNG\r\n\x1a\n")
+        fh.write(chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 16, 0, 0, 0, 0)))
+        for y in range(side):
+            data = compressor.compress(b"\x00" + struct.pack(">H", 5 * y % 65536) * side)
+            if data:
+                fh.write(chunk(b"IDAT", data))
+        fh.write(chunk(b"IDAT", compressor.flush()))
+        fh.write(chunk(b"IEND", b""))
+    return path
+
+
+# In one child process: the peak RSS after importing the decoder and decoding a small image
+# (the baseline), then the extra peak of decoding the big file under each limit. The decoder is
+# imported without the rest of dpglow.data (torch, Lightning: ~1 GB and seconds to import),
+# which the extra peak does not depend on.
+MEASURE = """
+import json, os, resource, sys, types
+import dpglow
+package = types.ModuleType("dpglow.data")
+package.__path__ = [os.path.join(dpglow.__path__[0], "data")]
+sys.modules["dpglow.data"] = package
+from dpglow.data.io import read_image
+
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+read_image(sys.argv[1], 32)
+base, results = peak(), []
+for limit in sys.argv[3:]:
+    try:
+        out, error = list(read_image(sys.argv[2], 32, max_pixels=int(limit)).shape), None
+    except Exception as err:
+        out, error = None, str(err)
+    results.append({"shape": out, "error": error, "extra": peak() - base})
+print(json.dumps(results))
+"""
+
+
+def test_a_huge_16bit_png_is_decoded_in_bounded_memory(tmp_path: Path) -> None:
+    big = write_png16_rows(tmp_path / "huge.png", 13000)  # 169 Mpx, 1.5 MB on disk
+    assert big.stat().st_size < 2_000_000
+    small = tmp_path / "small.png"
+    Image.fromarray(ramp()).save(small)
+    # The default limit first (refused), then a limit that lets it through (decoded).
+    proc = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(small), str(big), "100000000", "200000000"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    refused, decoded = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert refused["shape"] is None and "more than max_pixels=100,000,000" in refused["error"]
+    assert refused["extra"] < 50 * 2**20
+    # Allowed: a lookup table maps 16 to 8 bits (the old float64 copies peaked at +4.2 GB).
+    assert decoded["shape"] == [32, 32], decoded["error"]
+    assert decoded["extra"] < 1.5 * 2**30, decoded

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -15,8 +16,10 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, run_entry
+from conftest import ROOT, compose_run, run_entry
 from dpglow.privatization.checkpoint import CheckpointError, load_flow
+from dpglow.privatization.pipeline import SettingsMismatchError, privatize
+from privatization.conftest import write_dicom
 
 
 def _manifest(out):
@@ -36,34 +39,9 @@ def _args(ckpt, src, out, *extra):
     ]
 
 
-def _write_dicom(path, pixels: np.ndarray) -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.PatientName, ds.PatientID, ds.PatientBirthDate = "Doe^Jane", "HOSP-12345", "19700101"
-    ds.InstitutionName, ds.StudyDate, ds.AccessionNumber = "General Hospital", "20240102", "A77"
-    ds.Modality, ds.ViewPosition = "DX", "PA"
-    ds.add_new(0x00291010, "LO", "private vendor data")
-    arr = pixels.astype(np.uint16) * 16
-    ds.Rows, ds.Columns = arr.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = arr.tobytes()
-    ds.save_as(path, enforce_file_format=True)
-
-
 def test_privatize_command_end_to_end(trained_ckpt, input_folder, tmp_path):
     pixels = np.asarray(Image.open(next((input_folder / "ward_a").glob("*.png"))).convert("L"))
-    _write_dicom(input_folder / "ward_b" / "scan.dcm", pixels)
+    write_dicom(input_folder / "ward_b" / "scan.dcm", pixels)
     out = tmp_path / "release"
     proc = run_entry(
         "privatize.py",
@@ -79,6 +57,10 @@ def test_privatize_command_end_to_end(trained_ckpt, input_folder, tmp_path):
     assert all(rows[k]["error"] for k in failed)
     ok = {k: r for k, r in rows.items() if r["status"] == "ok"}
     assert len(ok) == 6 + 5  # 6 PNGs, colour.jpg, sixteen.png, twin.png, twin.jpg, scan.dcm
+    assert (
+        rows["README.txt"]["status"] == "skipped" and "not an image" in rows["README.txt"]["error"]
+    )
+    assert len(rows) == len([p for p in input_folder.rglob("*") if p.is_file()])
     assert rows["ward_a/twin.jpg"]["output"] == "ward_a/twin.jpg.png"
     assert rows["ward_a/twin.png"]["output"] == "ward_a/twin.png"
     assert rows["ward_b/scan.dcm"]["output"] == "ward_b/scan.png"
@@ -87,7 +69,13 @@ def test_privatize_command_end_to_end(trained_ckpt, input_folder, tmp_path):
         assert img.mode == "L" and img.size == (32, 32)
     assert not list(input_folder.rglob("*.tmp")) and not (input_folder / "manifest.csv").exists()
 
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (out / "manifest.csv", out / "privacy_report.json", out / "ward_b" / "scan.dcm"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+
     report = json.loads((out / "privacy_report.json").read_text())
+    assert report["status"] == "complete"
     record = report["record"]
     assert record["mechanism"] == "laplace_l1" and record["epsilon_per_image"] == 1.0
     assert record["d"] == 32 * 32 and record["noise_source"] == "os_entropy"
@@ -98,7 +86,10 @@ def test_privatize_command_end_to_end(trained_ckpt, input_folder, tmp_path):
 
     ds = pydicom.dcmread(out / "ward_b" / "scan.dcm")
     for keyword in ("PatientName", "PatientID", "PatientBirthDate", "InstitutionName", "StudyDate"):
-        assert keyword not in ds, keyword
+        assert ds.get(keyword) in (None, "", "ANONYMIZED", "00010101"), keyword
+    data = (out / "ward_b" / "scan.dcm").read_bytes()
+    for value in (b"Doe^Jane", b"HOSP-12345", b"19700101", b"General Hospital", b"20240102"):
+        assert value not in data
     assert ds.PatientIdentityRemoved == "YES" and ds.Modality == "DX"
     assert not any(elem.tag.is_private for elem in ds)
     assert ds.pixel_array.shape == (32, 32)
@@ -151,6 +142,15 @@ def test_killed_run_resumes_to_complete_valid_outputs(trained_ckpt, tmp_path, da
     proc.wait()
     written = len(list(out.glob("*.png")))
     assert 20 <= written < 160, "the run was not interrupted mid-way"
+    # The report was written before the first image: it says how the images were made...
+    report = json.loads((out / "privacy_report.json").read_text())
+    assert report["status"] == "running" and report["record"]["epsilon_per_image"] == 2.0
+    # ... so a resume with another epsilon is refused, and writes nothing (in this process: a
+    # third command would only add its start-up time).
+    other = [a for a in args if a != "epsilon=2" and not a.startswith("hydra.")] + ["epsilon=5"]
+    with pytest.raises(SettingsMismatchError, match="other settings"):
+        privatize(compose_run("privatize", other, tmp_path / "other"))
+    assert len(list(out.glob("*.png"))) == written
     resumed = run_entry("privatize.py", *args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     outputs = sorted(out.glob("*.png"))
@@ -162,6 +162,9 @@ def test_killed_run_resumes_to_complete_valid_outputs(trained_ckpt, tmp_path, da
     assert not list(out.glob(".*.tmp"))
     rows = _manifest(out)
     assert len(rows) == 160 and {r["status"] for r in rows.values()} == {"ok"}
+    report = json.loads((out / "privacy_report.json").read_text())
+    assert report["status"] == "complete" and report["record"]["epsilon_per_image"] == 2.0
+    assert report["settings"]["privacy"]["mechanism"]["epsilon"] == 2.0
 
 
 def test_untrusted_checkpoints_are_refused(trained_ckpt, tmp_path):

@@ -68,10 +68,13 @@ def test_two_processes_give_the_single_process_release(trained_ckpt, small_folde
     manifest = (one / "manifest.csv").read_text()
     assert manifest == (two / "manifest.csv").read_text()
     assert "a/broken.png" in manifest and manifest.count("\n") == 1 + 10
-    assert not list(two.glob(".*.tmp"))  # the ranks' row files are merged and removed
+    assert not list(two.glob(".dpglow-*"))  # the ranks' row files are merged and removed
     reports = [json.loads((d / "privacy_report.json").read_text()) for d in (one, two)]
     for report in reports:
-        assert report["counts"] == {"ok": 9, "failed": 1, "written_this_run": 9}
+        assert report["counts"] == {
+            "ok": 9, "failed": 1, "skipped": 0, "written_this_run": 9, "dropped_this_run": 0,
+        }  # fmt: skip
+        assert report["status"] == "complete" and len(report["runs"]) == 1
         assert report["private"] is False
         assert report["record"]["noise_source"] == "seeded (NOT PRIVATE)"
     assert reports[0]["settings"] == reports[1]["settings"]

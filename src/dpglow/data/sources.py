@@ -150,6 +150,8 @@ class NIHSource(RecordSource):
 
     NIH's ``train_val_list.txt`` / ``test_list.txt`` in root, when present, give ``official_split``
     (test from test_list, the rest train; validation is carved from train by patient later).
+    ``extra_roots``: more folders in NIH's layout (e.g. another sample of the same dataset), read
+    the same way and merged; patients are NIH's ``Patient ID`` across all of them.
     """
 
     name = "nih"
@@ -160,10 +162,12 @@ class NIHSource(RecordSource):
         root: str | os.PathLike[str],
         csv_name: str | None = None,
         use_official_split: bool = True,
+        extra_roots: Sequence[str | os.PathLike[str]] = (),
     ) -> None:
         super().__init__(root)
         self.csv_name = csv_name
         self.use_official_split = use_official_split
+        self.extra_roots = [require_dir(r).resolve() for r in extra_roots]
 
     def _csv_path(self) -> Path:
         if self.csv_name is not None:
@@ -209,6 +213,13 @@ class NIHSource(RecordSource):
         return split
 
     def _load_records(self) -> pd.DataFrame:
+        frames = [self._load_root()]
+        for extra in self.extra_roots:
+            part = NIHSource(extra, use_official_split=self.use_official_split)
+            frames.append(part._load_root())
+        return _finish(pd.concat(frames, ignore_index=True), self.pathologies, self.name)
+
+    def _load_root(self) -> pd.DataFrame:
         csv_path = self._csv_path()
         df = read_label_csv(csv_path, ["Image Index", "Finding Labels", "Patient ID"])
         index = self._index_images()
@@ -234,7 +245,7 @@ class NIHSource(RecordSource):
                 len(out),
                 csv_path.name,
             )
-        return _finish(out.loc[~absent], self.pathologies, self.name)
+        return out.loc[~absent]
 
 
 class CheXpertSource(RecordSource):

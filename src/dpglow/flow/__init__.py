@@ -1,6 +1,7 @@
 """The Glow normalizing flow: invertible layers, the multi-scale model, latent and bit helpers."""
 
 from dpglow.flow.actnorm import ActNorm
+from dpglow.flow.conditioning import LabelPrior
 from dpglow.flow.coupling import AffineCoupling, ZeroConv2d
 from dpglow.flow.glow import FlowStep, Glow, Level, squeeze, unsqueeze
 from dpglow.flow.invconv import InvConv2dLU
@@ -13,6 +14,7 @@ __all__ = [
     "FlowStep",
     "Glow",
     "InvConv2dLU",
+    "LabelPrior",
     "Level",
     "ZeroConv2d",
     "bits_per_dim",

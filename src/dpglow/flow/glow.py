@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from dpglow.flow.actnorm import ActNorm
+from dpglow.flow.conditioning import LabelPrior, check_labels
 from dpglow.flow.coupling import AffineCoupling, ZeroConv2d
 from dpglow.flow.invconv import InvConv2dLU
 
@@ -67,6 +68,11 @@ class Level(nn.Module):
     ``u`` is this level's *standardised* latent, whose prior is N(0, 1) elementwise. With the fixed
     prior ``u`` is the split-off half itself; with a learned conditional prior
     ``N(mu(h), sigma(h))``, ``u = (z - mu) / sigma`` and ``-sum(log sigma)`` enters the logdet.
+
+    A ``label_prior`` (:class:`~dpglow.flow.conditioning.LabelPrior`) makes the prior depend on a
+    label vector ``y`` too: its ``(mu(y), log sigma(y))`` is added to the learned prior's
+    ``(mu(h), log sigma(h))``, or is the whole prior where the prior is otherwise fixed, so the
+    prior is ``N(mu(h) + mu(y), sigma(h) * sigma(y))``.
     """
 
     def __init__(
@@ -79,6 +85,7 @@ class Level(nn.Module):
         prior: str,
         affine: bool,
         scale_floor: float,
+        label_prior: LabelPrior | None = None,
     ) -> None:
         super().__init__()
         channels = in_channels * 4
@@ -94,34 +101,53 @@ class Level(nn.Module):
             if prior == "learned"
             else None
         )
+        self.label_prior = label_prior
+
+    @property
+    def standard_prior(self) -> bool:
+        """True where the prior is N(0, 1) (fixed and not label-conditioned): ``u = z``."""
+        return self.prior is None and self.label_prior is None
 
     def _prior(
-        self, h: torch.Tensor | None, like: torch.Tensor
+        self, h: torch.Tensor | None, like: torch.Tensor, y: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        params = self.prior(h if h is not None else torch.zeros_like(like))
-        mean, log_sd = params.to(like.dtype).chunk(2, dim=1)  # float32 under autocast
+        mean = log_sd = None
+        if self.prior is not None:
+            params = self.prior(h if h is not None else torch.zeros_like(like))
+            mean, log_sd = params.to(like.dtype).chunk(2, dim=1)  # float32 under autocast
+        if self.label_prior is not None:
+            mean_y, log_sd_y = self.label_prior(y)
+            mean_y, log_sd_y = mean_y.to(like.dtype), log_sd_y.to(like.dtype)
+            mean = mean_y if mean is None else mean + mean_y
+            log_sd = log_sd_y if log_sd is None else log_sd + log_sd_y
         return mean, log_sd
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
         x = squeeze(x)
         logdet = x.new_zeros(x.shape[0])
         for step in self.steps:
             x, ld = step(x)
             logdet = logdet + ld
         h, z = x.chunk(2, dim=1) if self.split else (None, x)
-        if self.prior is None:
+        if self.standard_prior:
             return h, z, logdet
-        mean, log_sd = self._prior(h, z)
+        mean, log_sd = self._prior(h, z, y)
         u = (z - mean) * torch.exp(-log_sd)
         return h, u, logdet - log_sd.flatten(1).sum(1)
 
     def reverse(
-        self, h: torch.Tensor | None, u: torch.Tensor, bound: float | None = None
+        self,
+        h: torch.Tensor | None,
+        u: torch.Tensor,
+        bound: float | None = None,
+        y: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if self.prior is None:
+        if self.standard_prior:
             z = u
         else:
-            mean, log_sd = self._prior(h, u)
+            mean, log_sd = self._prior(h, u, y)
             z = u * torch.exp(log_sd) + mean
         x = torch.cat([h, z], dim=1) if self.split else z
         for step in reversed(self.steps):
@@ -143,6 +169,19 @@ class Glow(nn.Module):
     ``forward(x) -> (log_p, logdet, latents)``, where ``log_p`` is the N(0, 1) log-density of the
     standardised latents and ``log_p + logdet = log p(x)``. :meth:`decode` is the exact inverse of
     :meth:`encode`; with ``safe=True`` (default) any finite latent decodes to a finite image.
+
+    **Class conditioning** (``num_conditions = m > 0``, Glow's y-conditioning): the density is
+    ``p(x | y)`` for a label vector ``y`` in [0, 1]^m (``[B, m]``, float), which every method then
+    requires (a ValueError otherwise, and an unconditional flow refuses a ``y``). The prior of the
+    top (coarsest) latent ``z`` is ``N(mu(y), sigma(y))`` elementwise, ``(mu, log sigma)`` a
+    zero-initialised linear map of ``y`` (:class:`~dpglow.flow.conditioning.LabelPrior`, ``log
+    sigma`` bounded to (-3, 3)) added to the learned prior's constant where
+    ``split_prior="learned"``; the standardised latent is ``u = (z - mu(y)) / sigma(y)`` and
+    ``-sum(log sigma(y))`` enters the logdet. ``condition_split_priors=True`` conditions every
+    split prior on ``y`` the same way (added to ``mu(h), log sigma(h)`` where learned). Only a
+    conditional flow has the keys ``num_conditions`` and ``condition_split_priors`` in
+    :attr:`config` and ``label_prior`` parameters in its state dict: an unconditional flow is the
+    same model, with the same state-dict keys and outputs, as before conditioning existed.
     """
 
     def __init__(
@@ -157,8 +196,14 @@ class Glow(nn.Module):
         scale_floor: float = 0.1,
         split_prior: str = "fixed",
         decode_bound: float = 1e4,
+        num_conditions: int = 0,
+        condition_split_priors: bool = False,
     ) -> None:
         super().__init__()
+        if num_conditions < 0:
+            raise ValueError(f"num_conditions must be >= 0, got {num_conditions}")
+        if condition_split_priors and num_conditions == 0:
+            raise ValueError("condition_split_priors=True needs num_conditions > 0")
         if num_levels < 1 or depth < 1 or hidden_channels < 1 or in_channels < 1:
             raise ValueError(
                 "num_levels, depth, hidden_channels and in_channels must be positive, got "
@@ -182,14 +227,22 @@ class Glow(nn.Module):
             split_prior=split_prior,
             decode_bound=decode_bound,
         )
+        if num_conditions:
+            self.config.update(
+                num_conditions=num_conditions, condition_split_priors=condition_split_priors
+            )
         self.in_channels = in_channels
         self.image_size = image_size
         self.decode_bound = decode_bound
+        self.num_conditions = num_conditions
         self.levels = nn.ModuleList()
         channels, size = in_channels, image_size
         shapes = []
         for i in range(num_levels):
             last = i == num_levels - 1
+            size //= 2
+            shape = (channels * 4 if last else channels * 2, size, size)
+            conditioned = num_conditions > 0 and (last or condition_split_priors)
             level = Level(
                 channels,
                 depth,
@@ -198,10 +251,10 @@ class Glow(nn.Module):
                 prior=split_prior,
                 affine=affine,
                 scale_floor=scale_floor,
+                label_prior=LabelPrior(num_conditions, shape) if conditioned else None,
             )
             self.levels.append(level)
-            size //= 2
-            shapes.append((level.out_channels, size, size))
+            shapes.append(shape)
             channels = level.out_channels
         self.latent_shapes: list[tuple[int, int, int]] = shapes
 
@@ -217,30 +270,42 @@ class Glow(nn.Module):
                 f"expected input of shape [B, {', '.join(map(str, expected))}], got {list(x.shape)}"
             )
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    def forward(
+        self, x: torch.Tensor, *, y: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         self._check_input(x)
+        check_labels(y, num_conditions=self.num_conditions, batch_size=x.shape[0])
         logdet = x.new_zeros(x.shape[0])
         log_p = x.new_zeros(x.shape[0])
         latents = []
         h = x
         for level in self.levels:
-            h, u, ld = level(h)
+            h, u, ld = level(h, y)
             logdet = logdet + ld
             log_p = log_p + standard_normal_logpdf(u)
             latents.append(u)
         return log_p, logdet, latents
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-sample log-density log p(x) of continuous inputs, shape [B]."""
-        log_p, logdet, _ = self(x)
+    def log_prob(self, x: torch.Tensor, *, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-sample log-density log p(x) (log p(x | y) for a conditional flow) of continuous
+        inputs, shape [B]: ``sum log N(u; 0, 1) + log|det dz/dx| - sum log sigma``, the last sum
+        over every element of every level whose prior is not N(0, 1)."""
+        log_p, logdet, _ = self(x, y=y)
         return log_p + logdet
 
-    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Standardised latents of every level, coarse level last; each element ~ N(0, 1)."""
-        return self(x)[2]
+    def encode(self, x: torch.Tensor, *, y: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Standardised latents of every level, coarse level last; each element ~ N(0, 1) (given
+        ``y`` for a conditional flow: the top latent is ``(z - mu(y)) / sigma(y)``)."""
+        return self(x, y=y)[2]
 
-    def decode(self, latents: Sequence[torch.Tensor], *, safe: bool = True) -> torch.Tensor:
-        """Exact inverse of :meth:`encode`."""
+    def decode(
+        self,
+        latents: Sequence[torch.Tensor],
+        *,
+        y: torch.Tensor | None = None,
+        safe: bool = True,
+    ) -> torch.Tensor:
+        """Exact inverse of :meth:`encode` (with the same ``y`` for a conditional flow)."""
         if len(latents) != len(self.levels):
             raise ValueError(f"expected {len(self.levels)} latents, got {len(latents)}")
         for u, shape in zip(latents, self.latent_shapes, strict=True):
@@ -248,12 +313,13 @@ class Glow(nn.Module):
                 raise ValueError(
                     f"latent of shape {list(u.shape[1:])} where {list(shape)} was expected"
                 )
+        check_labels(y, num_conditions=self.num_conditions, batch_size=latents[0].shape[0])
         bound = self.decode_bound if safe else None
         h = None
         for level, u in zip(reversed(self.levels), reversed(list(latents)), strict=True):
             if bound is not None:
                 u = _bounded(u, bound)
-            h = level.reverse(h, u, bound)
+            h = level.reverse(h, u, bound, y)
         return h
 
     @torch.no_grad()
@@ -263,14 +329,16 @@ class Glow(nn.Module):
         *,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
+        y: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Decode latents drawn from the prior at ``temperature`` (standard deviation)."""
+        """Decode latents drawn from the prior at ``temperature`` (standard deviation); a
+        conditional flow samples ``p(x | y)`` for labels ``y`` ``[num_samples, m]``."""
         device = next(self.parameters()).device
         latents = [
             torch.randn((num_samples, *shape), generator=generator, device=device) * temperature
             for shape in self.latent_shapes
         ]
-        return self.decode(latents)
+        return self.decode(latents, y=y)
 
     def actnorm_initialized(self) -> bool:
         return all(bool(m.initialized) for m in self.modules() if isinstance(m, ActNorm))
@@ -278,9 +346,13 @@ class Glow(nn.Module):
     @torch.no_grad()
     def initialize(self, x: torch.Tensor) -> None:
         """Data-dependent ActNorm initialisation (each layer sees the activations of the previous,
-        already initialised ones). Layers that are already initialised are left alone."""
+        already initialised ones). Layers that are already initialised are left alone.
+
+        No labels are needed: the priors come after every flow step and feed nothing on, so a
+        conditional flow is run with all-zero labels here."""
+        y = x.new_zeros(x.shape[0], self.num_conditions) if self.num_conditions else None
         with _pending_actnorm_init(self):
-            self(x)
+            self(x, y=y)
 
 
 @contextmanager

@@ -16,13 +16,24 @@ from dpglow.training.module import CHECKPOINT_KEY
 # What makes two flows "the same model": a checkpoint must match these keys of a model config.
 ARCH_KEYS = (
     "in_channels", "image_size", "num_levels", "depth", "hidden_channels", "affine",
-    "scale_floor", "split_prior",
+    "scale_floor", "split_prior", "num_conditions", "condition_split_priors",
 )  # fmt: skip
 
 
 def architecture(model: Mapping[str, Any]) -> dict[str, Any]:
-    """The architecture keys of a model config or a checkpoint's ``net_config``."""
-    return {k: model[k] for k in ARCH_KEYS if k in model}
+    """The architecture keys of a model config or a checkpoint's ``net_config``.
+
+    The conditioning keys count only for a conditional flow: an unconditional ``net_config``
+    has neither (see :class:`~dpglow.flow.Glow`), and a model config has no ``num_conditions``
+    (``train()`` derives it from the data), so ``condition_split_priors`` is dropped unless
+    ``num_conditions > 0``. An unconditional flow's architecture is thus what it always was, and
+    a conditional checkpoint never matches a model config.
+    """
+    arch = {k: model[k] for k in ARCH_KEYS if k in model}
+    if not arch.get("num_conditions"):
+        arch.pop("num_conditions", None)
+        arch.pop("condition_split_priors", None)
+    return arch
 
 
 class CheckpointError(ValueError):
@@ -45,7 +56,10 @@ def load_flow(
     ``weights_only=True`` loading refuses pickled code, so a checkpoint from elsewhere cannot run
     anything. ``expected`` (architecture keys, e.g. from ``model=glow_64``) must match the stored
     architecture, else a :class:`CheckpointError` lists the differences.
-    Returns the flow (eval mode) and ``{"sha256", "n_bits", "net_config", "path"}``.
+    Returns the flow (eval mode) and ``{"sha256", "n_bits", "net_config", "path",
+    "condition_pathologies"}``; ``condition_pathologies`` names, in order, the labels of a
+    conditional flow's label vector ``y`` (``flow.num_conditions`` of them; empty for an
+    unconditional flow).
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -86,10 +100,17 @@ def load_flow(
     flow.load_state_dict(state)
     if not flow.actnorm_initialized():
         raise CheckpointError(f"{path} holds an untrained flow (ActNorm never initialised)")
+    pathologies = [str(p) for p in meta.get("condition_pathologies", [])]
+    if len(pathologies) != flow.num_conditions:
+        raise CheckpointError(
+            f"{path} holds a flow conditioned on {flow.num_conditions} labels but names "
+            f"{len(pathologies)} ({pathologies}): not a checkpoint written by dpglow's training"
+        )
     info = {
         "path": str(path.resolve()),
         "sha256": file_sha256(path),
         "n_bits": int(meta.get("n_bits", 8)),
         "net_config": config,
+        "condition_pathologies": pathologies,
     }
     return flow.eval(), info

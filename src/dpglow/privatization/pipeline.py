@@ -2,41 +2,54 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
-from collections import Counter
+import os
 from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dpglow.privatization.build import build_privatizer, mechanism_name
+from dpglow.data.io import DEFAULT_MAX_PIXELS, check_max_pixels
+from dpglow.privatization.build import build_privatizer, privatizer_class
 from dpglow.privatization.checkpoint import architecture, load_flow
 from dpglow.privatization.files import (
-    atomic_write_bytes,
-    atomic_writer,
     check_folders,
-    iter_inputs,
+    new_run_token,
     remove_stale_temporaries,
+    shown,
 )
-from dpglow.privatization.predict import (
-    InputFolder,
-    PrivatizedImageWriter,
-    PrivatizeModule,
+from dpglow.privatization.manifest import (
+    MANIFEST,
+    Rows,
+    count,
+    merge_rows_file,
+    read_manifest,
+    reconcile,
     rows_path,
+    stale_rows_files,
+    write_manifest,
+)
+from dpglow.privatization.module import PrivatizeModule
+from dpglow.privatization.predict import InputFolder, PrivatizedImageWriter
+from dpglow.privatization.release import (
+    REPORT,
+    SettingsMismatchError,
+    UnrecordedOutputsError,
+    check_record,
+    open_release,
+    read_report,
+    write_report,
 )
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.csv"
-REPORT = "privacy_report.json"
-MANIFEST_FIELDS = ("input", "output", "status", "error")
+__all__ = ["MANIFEST", "REPORT", "SettingsMismatchError", "UnrecordedOutputsError", "privatize"]
 
 
-class SettingsMismatchError(ValueError):
-    """output_dir holds images privatized with other settings."""
+def image_noise_keys(batch: dict[str, Any]) -> list[str]:
+    """Seeded (test) mode draws each image's noise from its own key: its relative path."""
+    return [item["input"] for item in batch["ok"]]
 
 
 def _required(cfg: DictConfig, key: str, hint: str) -> Any:
@@ -47,113 +60,115 @@ def _required(cfg: DictConfig, key: str, hint: str) -> Any:
 
 
 def _build(cfg: DictConfig) -> tuple[Any, int, dict[str, Any] | None]:
-    privacy = cfg.privacy
-    if privacy.space == "image":
-        size = cfg.get("image_size")
-        checkpoint = None
-        if size is None and cfg.get("ckpt_path"):
-            flow, checkpoint = load_flow(cfg.ckpt_path)
-            size = flow.image_size
-        if size is None:
-            raise ValueError(
-                f"privacy={mechanism_name(privacy)} works on pixels: pass "
-                "image_size=<side in pixels> (or a ckpt_path to take the flow's resolution)"
-            )
-        return build_privatizer(privacy, flow=None), int(size), checkpoint
-    ckpt = _required(cfg, "ckpt_path", "pass ckpt_path=<run>/checkpoints/last.ckpt from train.py")
-    expected = architecture(cfg.model) if cfg.get("model") else None
-    flow, checkpoint = load_flow(ckpt, expected=expected)
+    """The privatizer of ``cfg.privacy``, the resolution images are read at, and the flow's
+    checkpoint info (``None`` for a pixel baseline run without a checkpoint)."""
+    cls = privatizer_class(cfg.privacy)
+    flow, checkpoint = None, None
+    if cls.needs_flow:
+        ckpt = _required(
+            cfg, "ckpt_path", "pass ckpt_path=<run>/checkpoints/last.ckpt from train.py"
+        )
+        expected = architecture(cfg.model) if cfg.get("model") else None
+        flow, checkpoint = load_flow(ckpt, expected=expected)
+    elif cfg.get("image_size") is None and cfg.get("ckpt_path"):
+        flow, checkpoint = load_flow(cfg.ckpt_path)  # only for its resolution
+    size = cfg.get("image_size") or (flow.image_size if flow is not None else None)
     privatizer = build_privatizer(
-        privacy, flow=flow, temperature=cfg.temperature, n_bits=checkpoint["n_bits"]
+        cfg.privacy,
+        flow=flow if cls.needs_flow else None,
+        flow_info=checkpoint,
+        temperature=cfg.temperature,
+        image_size=size,
     )
-    return privatizer, flow.image_size, checkpoint
+    return privatizer, int(size), checkpoint
 
 
-def _settings(cfg: DictConfig, image_size: int, checkpoint: dict | None) -> dict[str, Any]:
+def _settings(
+    cfg: DictConfig, privatizer: Any, image_size: int, checkpoint: dict | None
+) -> dict[str, Any]:
     """What determines the outputs' distribution: a resumed run must not change any of it."""
-    privacy = OmegaConf.to_container(cfg.privacy, resolve=True)
     return {
-        "privacy": privacy,
-        "temperature": cfg.temperature if privacy.get("space") == "latent" else None,
+        "privacy": OmegaConf.to_container(cfg.privacy, resolve=True),
+        "privatizer": privatizer.describe(),
         "image_size": image_size,
         "checkpoint_sha256": checkpoint["sha256"] if checkpoint else None,
         "noise_seed": cfg.get("noise_seed"),
     }
 
 
-# The manifest in memory: input -> (output, status, error), a few hundred bytes per file (50,000
-# files: ~15 MB); images are never held.
-Rows = dict[str, tuple[str, str, str]]
-_STATUSES = {"ok": "ok", "failed": "failed"}  # one string object per status, not one per row
+def _record_up_front(
+    privatizer: Any, noise_source: str, *, image_size: int | None = None
+) -> dict[str, Any]:
+    """The privacy record of every image ``privatizer`` releases, known before any image.
+
+    ``privatizer.record(noise_source=...)`` where the privatizer has it; otherwise the
+    mechanism's record for what it is applied to: ``(d,)`` latent elements
+    (``num_private_elements``) or the ``(1, S, S)`` image.
+    """
+    if callable(getattr(privatizer, "record", None)):
+        return privatizer.record(noise_source=noise_source).as_dict()
+    if hasattr(privatizer, "num_private_elements"):
+        shape: tuple[int, ...] = (int(privatizer.num_private_elements),)
+    else:
+        side = int(getattr(privatizer, "image_size", None) or image_size)
+        shape = (1, side, side)
+    return privatizer.mechanism.record(shape, noise_source=noise_source).as_dict()
 
 
-def _row(output: str, status: str, error: str) -> tuple[str, str, str]:
-    return output, _STATUSES.get(status, status), error
+def _launch_rank_zero() -> bool:
+    """Before the trainer starts, whether this process will be global rank 0 (Lightning's DDP
+    children get LOCAL_RANK, torchrun RANK, SLURM SLURM_PROCID; other nodes NODE_RANK)."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    return (rank_zero_only.rank or 0) == 0 and int(os.environ.get("NODE_RANK", 0) or 0) == 0
 
 
-def _read_manifest(path: Path) -> Rows:
-    if not path.is_file():
-        return {}
-    with open(path, newline="") as fh:
-        return {
-            row["input"]: _row(row["output"], row["status"], row["error"])
-            for row in csv.DictReader(fh)
-        }
-
-
-def _merge_rank_rows(path: Path, rows: Rows) -> tuple[int, dict[str, Any] | None]:
-    """Add the rows one rank streamed (see ``PrivatizedImageWriter``) to ``rows``; returns the
-    number it wrote and its privacy record."""
-    written, record = 0, None
-    with open(path) as fh:
-        for line in fh:
-            entry = json.loads(line)
-            if "record" in entry:
-                record = entry["record"]
-                continue
-            rows[entry["input"]] = _row(entry["output"], entry["status"], entry["error"])
-            written += entry["status"] == "ok"
-    return written, record
-
-
-def _write_manifest(path: Path, rows: Rows) -> None:
-    with atomic_writer(path) as fh:
-        writer = csv.writer(fh)
-        writer.writerow(MANIFEST_FIELDS)
-        for key in sorted(rows):
-            writer.writerow((key, *rows[key]))
+def _open(
+    cfg: DictConfig, dst: Path, settings: dict[str, Any], record: dict[str, Any], checkpoint: Any
+) -> tuple[str, list[str]]:
+    """Rank 0, before any image: check ``dst``, write the report, delete what killed runs left.
+    Returns this run's token and the earlier runs' tokens."""
+    run_token = new_run_token()
+    _, earlier = open_release(
+        dst,
+        settings=settings,
+        record=record,
+        checkpoint=checkpoint,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        run_token=run_token,
+    )
+    if removed := remove_stale_temporaries(dst, run_tokens=earlier):
+        log.info("removed %d temporary files left by an interrupted run", removed)
+    return run_token, earlier
 
 
 def privatize(cfg: DictConfig) -> tuple[dict[str, int], dict[str, Any]]:
     """Privatize every image under ``cfg.input_dir`` into ``cfg.output_dir``.
 
-    Writes ``manifest.csv`` (input, output, status, error) and ``privacy_report.json`` (the
-    accounting record, checkpoint hash, settings, config). A re-run resumes: finished outputs are
+    Writes ``privacy_report.json`` (the accounting record, checkpoint hash, settings, config)
+    before the first image and completes it at the end, and ``manifest.csv`` (input, output,
+    status, error: one row per file under input_dir). A re-run resumes: finished outputs are
     kept, only the rest is done, and it refuses to mix in outputs made with other settings.
 
     Files stream through Lightning's predict loop and are written as they finish. With
     ``trainer.devices=N trainer.strategy=ddp`` each rank privatizes a disjoint shard and rank 0
     merges the manifest; with a ``noise_seed`` the outputs equal those of one process.
     """
+    from dpglow.privacy import noise_generator
+
     src, dst = check_folders(
         _required(cfg, "input_dir", "pass input_dir=<folder of images>"),
         _required(cfg, "output_dir", "pass output_dir=<new folder for the private images>"),
     )
+    max_pixels = check_max_pixels(cfg.get("max_pixels", DEFAULT_MAX_PIXELS))
     privatizer, image_size, checkpoint = _build(cfg)
-    settings = _settings(cfg, image_size, checkpoint)
-    report_path = dst / REPORT
-    previous: dict[str, Any] = {}
-    if report_path.is_file():
-        previous = json.loads(report_path.read_text())
-        if previous.get("settings") != settings:
-            raise SettingsMismatchError(
-                f"{dst} already holds images privatized with other settings ({report_path}); a "
-                "folder must hold one release. Choose a new output_dir, or re-run with the same "
-                "settings to resume."
-            )
-    dst.mkdir(parents=True, exist_ok=True)
-    if removed := remove_stale_temporaries(dst):
-        log.info("removed %d temporary files left by an interrupted run", removed)
+    settings = _settings(cfg, privatizer, image_size, checkpoint)
+    noise_source = noise_generator(noise_seed=cfg.get("noise_seed"), device="cpu")[1]
+    record = _record_up_front(privatizer, noise_source, image_size=image_size)
+    # Only rank 0 writes; the other ranks get its token when the predict loop starts.
+    run_token, earlier = (
+        _open(cfg, dst, settings, record, checkpoint) if _launch_rank_zero() else (None, [])
+    )
 
     dicom_output = bool(cfg.get("dicom_output", False))
     data = InputFolder(
@@ -163,9 +178,12 @@ def privatize(cfg: DictConfig) -> tuple[dict[str, int], dict[str, Any]]:
         dicom_output=dicom_output,
         batch_size=cfg.batch_size,
         num_workers=cfg.get("num_workers", 0),
+        max_pixels=max_pixels,
     )
-    module = PrivatizeModule(privatizer, noise_seed=cfg.get("noise_seed"))
-    writer = PrivatizedImageWriter(dst, dicom_output=dicom_output)
+    module = PrivatizeModule(
+        privatizer, noise_seed=cfg.get("noise_seed"), noise_keys=image_noise_keys
+    )
+    writer = PrivatizedImageWriter(dst, dicom_output=dicom_output, run_token=run_token)
     trainer = instantiate(cfg.trainer, callbacks=[writer], logger=False)
     trainer.predict(module, datamodule=data, return_predictions=False)
 
@@ -174,50 +192,51 @@ def privatize(cfg: DictConfig) -> tuple[dict[str, int], dict[str, Any]]:
     trainer.strategy.barrier("privatize_rows")
     counts, report = None, None
     if trainer.is_global_zero:
-        counts, report = _finish(cfg, src, dst, trainer.world_size, settings, checkpoint, previous)
+        run = {"token": writer.run_token, "earlier": earlier, "world_size": trainer.world_size}
+        counts, report = _finish(src, dst, run, record, dicom_output=dicom_output)
     counts = trainer.strategy.broadcast(counts, src=0)
     return counts, {"report": report, "trainer": trainer, "privatizer": privatizer}
 
 
-def _finish(
-    cfg: DictConfig,
-    src: Path,
-    dst: Path,
-    world_size: int,
-    settings: dict[str, Any],
-    checkpoint: dict | None,
-    previous: dict[str, Any],
-) -> tuple[dict[str, int], dict[str, Any]]:
-    """Merge the ranks' rows into ``manifest.csv`` and write ``privacy_report.json``."""
-    manifest_path = dst / MANIFEST
-    rows = _read_manifest(manifest_path)
-    record, written = None, 0
-    rank_files = [rows_path(dst, rank) for rank in range(world_size)]
-    for path in rank_files:
-        rank_written, rank_record = _merge_rank_rows(path, rows)
-        written += rank_written
-        record = record or rank_record
-    for path, output in iter_inputs(src):  # finished by an earlier (maybe killed) run
-        rel = path.relative_to(src).as_posix()
-        if rel not in rows and (dst / output).is_file():
-            rows[rel] = _row(output, "ok", "")
-    _write_manifest(manifest_path, rows)
-    for path in rank_files:
-        path.unlink()
+def _merge_rows(dst: Path, run: dict[str, Any], rows: Rows) -> tuple[int, list[dict], list[Path]]:
+    """Earlier runs' unmerged row files, then this run's ranks', into ``rows``: returns the
+    images written, the ranks' records and the files merged."""
+    stale = stale_rows_files(dst, run["earlier"])
+    mine = [rows_path(dst, rank, run_token=run["token"]) for rank in range(run["world_size"])]
+    written, records = 0, []
+    for path in stale + mine:
+        rank_written, record = merge_rows_file(path, rows)
+        if path in mine:
+            written += rank_written
+            records.append(record)
+    return written, records, stale + mine
 
-    statuses = Counter(status for _, status, _ in rows.values())
-    counts = {"ok": statuses["ok"], "failed": statuses["failed"], "written_this_run": written}
-    record = record or previous.get("record")
-    report = {
-        "record": record,
-        "private": bool(record and record.get("private")),
-        "settings": settings,
-        "checkpoint": checkpoint,
-        "counts": counts,
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    }
-    atomic_write_bytes(dst / REPORT, json.dumps(report, indent=2, default=str).encode())
-    if record and not record.get("private"):
+
+def _finish(
+    src: Path, dst: Path, run: dict[str, Any], record: dict[str, Any], *, dicom_output: bool
+) -> tuple[dict[str, int], dict[str, Any]]:
+    """Merge the rows into ``manifest.csv`` (matching the folders as they are now) and complete
+    ``privacy_report.json``. If this fails, the row files stay and the next run merges them."""
+    rows = read_manifest(dst / MANIFEST)
+    written, records, merged = _merge_rows(dst, run, rows)
+    dropped = reconcile(src, dst, rows, dicom_output=dicom_output)
+    write_manifest(dst / MANIFEST, rows, run_token=run["token"])
+    for path in merged:
+        path.unlink(missing_ok=True)
+    for seen in records:
+        check_record(record, seen)
+
+    counts = {**count(rows), "written_this_run": written, "dropped_this_run": len(dropped)}
+    report = read_report(dst) or {}
+    report.update(status="complete", counts=counts, dropped_this_run=dropped[:1000])
+    write_report(dst, report, run_token=run["token"])
+    if not record.get("private"):
         log.warning("these outputs are NOT private (%s)", record.get("noise_source"))
-    log.info("privatized %d images into %s (%d failed)", counts["ok"], dst, counts["failed"])
+    log.info(
+        "privatized %d images into %s (%d failed, %d skipped)",
+        counts["ok"],
+        shown(str(dst)),
+        counts["failed"],
+        counts["skipped"],
+    )
     return counts, report

@@ -6,33 +6,44 @@ writes its outputs and manifest rows as they finish; ``pipeline.privatize`` merg
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from dpglow.data.io import _is_dicom, read_image
-from dpglow.flow import to_uint8
-from dpglow.privatization.dicom import write_deidentified_dicom
-from dpglow.privatization.files import atomic_write_png, iter_inputs
+from dpglow.data.io import DEFAULT_MAX_PIXELS, _is_dicom, check_max_pixels, read_image
+from dpglow.privatization.dicom import DicomDeidentifier
+from dpglow.privatization.files import (
+    atomic_write_bytes,
+    atomic_write_png,
+    check_token,
+    is_done,
+    iter_inputs,
+    new_run_token,
+    shown,
+)
+from dpglow.privatization.manifest import rows_path
 
 log = logging.getLogger(__name__)
 
 
 class InputImages(IterableDataset):
-    """Streams ``{"path", "input", "output", "image" | None, "error" | None}`` for the images
-    under ``root`` whose outputs do not exist yet (a re-run resumes). Unreadable files are passed
-    on with their error, so they are reported and the rest continue.
+    """Streams ``{"path", "input", "output", "status", "image" | None, "error" | None}`` for
+    every file under ``root`` but the images whose outputs exist already (a re-run resumes).
+    Unreadable files are passed on with their error, files that are not images with the reason
+    they are skipped (``status`` "skipped"), so every file gets a manifest row.
 
     Files are listed lazily (one folder at a time) and dealt round-robin to ``world_size`` ranks
     times the DataLoader workers of each, so every file is read by exactly one worker of one rank.
+    Images above ``max_pixels`` are refused before they are decoded.
     """
 
     def __init__(
@@ -44,39 +55,39 @@ class InputImages(IterableDataset):
         dicom_output: bool,
         rank: int = 0,
         world_size: int = 1,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
         self.root, self.output_dir = root, output_dir
         self.image_size, self.dicom_output = image_size, dicom_output
         self.rank, self.world_size = rank, world_size
-
-    def _done(self, path: Path, output: str) -> bool:
-        if not (self.output_dir / output).is_file():
-            return False
-        return (
-            not (self.dicom_output and _is_dicom(path))
-            or (self.output_dir / output).with_suffix(".dcm").is_file()
-        )
+        self.max_pixels = check_max_pixels(max_pixels)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         worker = get_worker_info()
         workers, worker_id = (1, 0) if worker is None else (worker.num_workers, worker.id)
         shards, shard = self.world_size * workers, self.rank * workers + worker_id
-        for i, (path, output) in enumerate(iter_inputs(self.root)):
-            if i % shards != shard or self._done(path, output):
+        for i, entry in enumerate(iter_inputs(self.root)):
+            if i % shards != shard:
+                continue
+            pending = entry.status == "pending"
+            if pending and is_done(self.output_dir, entry, dicom_output=self.dicom_output):
                 continue
             item = {
-                "path": str(path),
-                "input": path.relative_to(self.root).as_posix(),
-                "output": output,
+                "path": str(entry.path),
+                "input": entry.input,
+                "output": entry.output,
+                "status": entry.status,
                 "image": None,
-                "error": None,
+                "error": None if pending else entry.reason,
             }
-            try:
-                item["image"] = torch.tensor(read_image(path, self.image_size))[None]
-            except Exception as err:  # any unreadable file is reported, never fatal
-                item["error"] = f"{type(err).__name__}: {err}"
+            if pending:
+                try:
+                    image = read_image(entry.path, self.image_size, max_pixels=self.max_pixels)
+                    item["image"] = torch.tensor(image)[None]
+                except Exception as err:  # any unreadable file is reported, never fatal
+                    item["error"] = f"{type(err).__name__}: {err}"
             yield item
 
 
@@ -85,7 +96,8 @@ def collate_inputs(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "images": torch.stack([i["image"] for i in ok]) if ok else None,
         "ok": [{k: i[k] for k in ("path", "input", "output")} for i in ok],
-        "failed": [i for i in items if i["image"] is None],
+        "failed": [i for i in items if i["image"] is None and i["status"] != "skipped"],
+        "skipped": [i for i in items if i["status"] == "skipped"],
     }
 
 
@@ -102,11 +114,13 @@ class InputFolder(pl.LightningDataModule):
         dicom_output: bool,
         batch_size: int,
         num_workers: int = 0,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         super().__init__()
         self.root, self.output_dir = root, output_dir
         self.image_size, self.dicom_output = image_size, dicom_output
         self.batch_size, self.num_workers = batch_size, num_workers
+        self.max_pixels = check_max_pixels(max_pixels)
 
     def predict_dataloader(self) -> DataLoader:
         trainer = self.trainer
@@ -118,6 +132,7 @@ class InputFolder(pl.LightningDataModule):
             dicom_output=self.dicom_output,
             rank=rank,
             world_size=world_size,
+            max_pixels=self.max_pixels,
         )
         return DataLoader(
             dataset,
@@ -127,98 +142,33 @@ class InputFolder(pl.LightningDataModule):
         )
 
 
-def image_noise_seed(noise_seed: int, key: str) -> int:
-    """The seed of one image's noise in seeded (test) mode: 63 bits of SHA-256 of the run's
-    ``noise_seed`` and the file's relative path, so an image gets the same noise whatever the
-    batching, DataLoader workers or number of ranks."""
-    digest = hashlib.sha256(f"{noise_seed}\0{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
-
-
-class PrivatizeModule(pl.LightningModule):
-    """Wraps a privatizer (latent or image space) for ``Trainer.predict``.
-
-    Without ``noise_seed`` (a release) each rank draws batched noise from its own OS-entropy
-    generator. With ``noise_seed`` (tests only, NOT private) every image is privatized on its own
-    with the generator re-seeded by :func:`image_noise_seed`, so outputs are reproducible and
-    identical on one process or several.
-    """
-
-    def __init__(self, privatizer: Any, *, noise_seed: int | None = None) -> None:
-        super().__init__()
-        self.privatizer = privatizer
-        if isinstance(getattr(privatizer, "flow", None), torch.nn.Module):
-            self.flow = privatizer.flow  # registered, so Lightning moves it to the device
-        self.noise_seed = noise_seed
-        self.generator: torch.Generator | None = None
-        self.noise_source: str | None = None
-        self.record: Any = None
-
-    def on_predict_start(self) -> None:
-        from dpglow.privacy import noise_generator
-
-        self.generator, self.noise_source = noise_generator(
-            noise_seed=self.noise_seed, device=self.device
-        )
-
-    def _privatize(self, images: torch.Tensor) -> torch.Tensor:
-        out, self.record = self.privatizer(
-            images, generator=self.generator, noise_source=self.noise_source
-        )
-        return out
-
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        result = {"ok": batch["ok"], "failed": batch["failed"], "images": None}
-        images = batch["images"]
-        if images is None:
-            return result
-        if self.noise_seed is None:
-            result["images"] = self._privatize(images).cpu()
-            return result
-        outputs = []
-        for image, item in zip(images.split(1), batch["ok"], strict=True):
-            # Re-seeding keeps the generator registered as seeded (NOT PRIVATE) in the records.
-            self.generator.manual_seed(image_noise_seed(self.noise_seed, item["input"]))
-            outputs.append(self._privatize(image))
-        result["images"] = torch.cat(outputs).cpu()
-        return result
-
-
-class ImagePrivatizer:
-    """Image-space baselines (pixel_laplace, dp_pix): [0, 1] pixels -> mechanism -> clamp."""
-
-    def __init__(self, *, mechanism: Any) -> None:
-        self.mechanism = mechanism
-
-    @torch.no_grad()
-    def __call__(self, images: torch.Tensor, *, generator, noise_source: str):
-        noisy, record = self.mechanism(
-            images.float() / 255.0, generator=generator, noise_source=noise_source
-        )
-        return to_uint8(noisy.clamp(0.0, 1.0) - 0.5), record
-
-
-def rows_path(output_dir: Path, rank: int) -> Path:
-    """Where rank ``rank`` streams its manifest rows, one JSON object per line, and its privacy
-    record last (a temporary: removed once merged, and by ``remove_stale_temporaries`` when a
-    killed run left it)."""
-    return output_dir / f".manifest-rank{rank}.jsonl.tmp"
-
-
 class PrivatizedImageWriter(BasePredictionWriter):
     """Writes each batch as it finishes (atomic PNGs, optional de-identified DICOMs) and streams
-    its manifest rows, one JSON line each, to this rank's :func:`rows_path`; nothing per file is
-    kept in memory, only the counts."""
+    its manifest rows, one JSON line each, to this rank's :func:`rows_path`, flushed per batch;
+    nothing per file is kept in memory, only the counts.
 
-    def __init__(self, output_dir: Path, *, dicom_output: bool) -> None:
+    ``run_token`` names this run's temporaries (rank 0's is sent to every rank when the loop
+    starts); the DICOM UID key is drawn then too, shared by the ranks and never stored.
+    """
+
+    def __init__(self, output_dir: Path, *, dicom_output: bool, run_token: str | None = None):
         super().__init__(write_interval="batch")
         self.output_dir, self.dicom_output = output_dir, dicom_output
-        self.counts = {"ok": 0, "failed": 0}
+        self.run_token = None if run_token is None else check_token(run_token)
+        self.counts = {"ok": 0, "failed": 0, "skipped": 0}
         self._fh: Any = None
+        self._deidentifier: DicomDeidentifier | None = None
 
     def on_predict_start(self, trainer, pl_module) -> None:
-        path = rows_path(self.output_dir, trainer.global_rank)
-        self._fh = open(path, "w")  # noqa: SIM115  (closed in on_predict_end / teardown)
+        token, uid_key = trainer.strategy.broadcast(
+            (self.run_token or new_run_token(), secrets.token_hex(16)), src=0
+        )
+        self.run_token = check_token(token)
+        if self.dicom_output:
+            self._deidentifier = DicomDeidentifier(uid_key=uid_key)
+        path = rows_path(self.output_dir, trainer.global_rank, run_token=self.run_token)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._fh = open(path, "w", encoding="utf-8")  # noqa: SIM115  (closed in _close)
 
     def on_predict_end(self, trainer, pl_module) -> None:
         record = getattr(pl_module, "record", None)
@@ -226,10 +176,11 @@ class PrivatizedImageWriter(BasePredictionWriter):
             self._fh.write(json.dumps({"record": record.as_dict()}) + "\n")
         self._close()
         log.info(
-            "rank %d: wrote %d images, %d failed",
+            "rank %d: wrote %d images, %d failed, %d skipped",
             trainer.global_rank,
             self.counts["ok"],
             self.counts["failed"],
+            self.counts["skipped"],
         )
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
@@ -245,22 +196,34 @@ class PrivatizedImageWriter(BasePredictionWriter):
         self._fh.write(json.dumps(row) + "\n")
         self.counts[status] += 1
 
+    def _write(self, item: dict[str, Any], pixels: np.ndarray) -> None:
+        """The PNG (and the DICOM twin), the DICOM made first: a header that cannot be
+        de-identified fails the file before anything of it is written."""
+        target, source = self.output_dir / item["output"], Path(item["path"])
+        dicom = None
+        if self._deidentifier is not None and _is_dicom(source):
+            dicom = self._deidentifier.dicom_bytes(source, pixels)
+        atomic_write_png(target, pixels, run_token=self.run_token)
+        if dicom is not None:
+            atomic_write_bytes(target.with_suffix(".dcm"), dicom, run_token=self.run_token)
+
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
     ) -> None:
+        for item in batch.get("skipped", ()):
+            log.info("skipped: %s (%s)", shown(item["path"]), item["error"])
+            self._row(item["input"], "", "skipped", item["error"])
         for item in prediction["failed"]:
-            log.warning("failed: %s (%s)", item["path"], item["error"])
+            log.warning("failed: %s (%s)", shown(item["path"]), shown(item["error"]))
             self._row(item["input"], "", "failed", item["error"])
-        if prediction["images"] is None:
-            return
-        for item, image in zip(prediction["ok"], prediction["images"], strict=True):
-            target = self.output_dir / item["output"]
-            try:
-                pixels = image[0].numpy()
-                atomic_write_png(target, pixels)
-                if self.dicom_output and _is_dicom(Path(item["path"])):
-                    write_deidentified_dicom(Path(item["path"]), pixels, target.with_suffix(".dcm"))
-                self._row(item["input"], item["output"], "ok")
-            except Exception as err:
-                log.warning("failed to write %s: %s", target, err)
-                self._row(item["input"], item["output"], "failed", f"{type(err).__name__}: {err}")
+        released = prediction["released"]
+        if released is not None:
+            for item, image in zip(prediction["ok"], released, strict=True):
+                try:
+                    self._write(item, image[0].numpy())
+                    self._row(item["input"], item["output"], "ok")
+                except Exception as err:
+                    log.warning("failed to write %s: %s", shown(item["output"]), shown(str(err)))
+                    error = f"{type(err).__name__}: {err}"
+                    self._row(item["input"], item["output"], "failed", error)
+        self._fh.flush()  # a killed run keeps the rows of every finished batch

@@ -6,17 +6,18 @@ For an image x with standardised latent u (the basis' levels, flattened, d eleme
 1. labels (``label_fraction`` f > 0): y = labeler(x) in {0, 1}^m, a fixed public function of the
    image (a probe on the latents or a classifier trained on the training split), released as
    y~ = RandomizedResponse(y) at epsilon_label = f * epsilon;
-2. latents (f < 1): a = P u in R^k (P: the fitted :class:`~dpglow.privatization.basis.Basis`),
-   released as a~ = mechanism(a) (``laplace_l1`` / ``gaussian_l2`` in R^k, sensitivity 2R) at
-   epsilon_latent = (1 - f) * epsilon;
+2. latents (f < 1): a = P u - c in R^k (P: the fitted :class:`~dpglow.privatization.basis.Basis`;
+   c: the middle of the public training projections' range, (q_5% + q_95%) / 2 per direction, a
+   public constant that centres the clipping ball on the data), released as a~ = mechanism(a)
+   (``laplace_l1`` / ``gaussian_l2`` in R^k, sensitivity 2R) at epsilon_latent = (1 - f) * epsilon;
 3. post-processing (free: it sees only y~, a~ and public data) estimates a from the release,
    ``postprocess``:
    - ``public_posterior_mean`` / ``public_posterior_sample``: the exact posterior under the public
      empirical prior, i.e. over the N public training points with projections A_i and labels Y_i,
-     w_i ~ P(y~ | Y_i) p(a~ | bound(A_i)), the mean sum_i w_i A_i or a draw A_I, I ~ w (unknown
-     training labels count as P = 1/2);
+     w_i ~ P(y~ | Y_i) p(a~ | bound(A_i - c)), the mean sum_i w_i A_i or a draw A_I, I ~ w
+     (unknown training labels count as P = 1/2);
    - ``posterior_mean`` / ``posterior_sample``: per coordinate under a N(0, 1) prior;
-   - ``none``: a~ itself;
+   - ``none``: a~ + c itself;
 4. the released latent is u' = P^T a^ + (I - P^T P) v with v ~ N(0, T^2 I_d) fresh, the other
    levels fresh N(0, T^2) draws, decoded (a conditional flow decodes with y~).
 
@@ -105,6 +106,9 @@ class SubspacePrivatizer(Privatizer):
         self.basis = self._load_basis(basis, flow_info)
         self.levels = self.basis.levels
         self.matrix = self.basis.matrix  # [k, d]
+        train = self.basis.train_projections
+        q = torch.quantile(train.double(), torch.tensor([0.05, 0.95], dtype=torch.float64), dim=0)
+        self.center = ((q[0] + q[1]) / 2).float()  # [k], public
         f = self.label_fraction
         eps_label = self.epsilon * f if f > 0 else 0.0  # (never inf * 0)
         eps_latent = self.epsilon * (1 - f) if f < 1 else 0.0
@@ -233,7 +237,8 @@ class SubspacePrivatizer(Privatizer):
             logp = torch.where(agree, keep.log(), (1 - keep).log())
             logw = logw + torch.where(known, logp, math.log(0.5)).sum(-1)
         if noisy_a is not None and self.mechanism.record((self.basis.k,)).noise != "none":
-            bounded = self.mechanism.statistic(train)  # what the mechanism saw for A_i
+            # What the mechanism saw for training point i.
+            bounded = self.mechanism.statistic(train - self.center.to(train))
             scale = self.mechanism.record((self.basis.k,)).noise_scale
             diff = noisy_a.double()[:, None, :] - bounded[None]
             if self.mechanism.noise == "laplace":
@@ -245,14 +250,16 @@ class SubspacePrivatizer(Privatizer):
     def _estimate(self, noisy_a, noisy_y, generator, device) -> torch.Tensor:
         """a^ from the release, [B, k] (see the module docstring, step 3)."""
         record = self.mechanism.record((self.basis.k,)) if self.mechanism else None
+        center = self.center.to(device)
         if noisy_a is not None and (self.postprocess == "none" or record.noise == "none"):
-            return noisy_a
+            return noisy_a + center
         if self.postprocess in ("posterior_mean", "posterior_sample") and noisy_a is not None:
             prior_std = min(1.0, record.clip / expected_norm(record.d, record.norm))
             kwargs = dict(noise=record.noise, scale=record.noise_scale, prior_std=prior_std)
             if self.postprocess == "posterior_mean":
-                return posterior_mean(noisy_a, **kwargs) / prior_std
-            return posterior_sample(noisy_a, generator=generator, **kwargs) / prior_std
+                return posterior_mean(noisy_a, **kwargs) / prior_std + center
+            sample = posterior_sample(noisy_a, generator=generator, **kwargs)
+            return sample / prior_std + center
         weights = torch.softmax(self._log_weights(noisy_a, noisy_y, device), dim=1)
         train = self.basis.train_projections.to(device, torch.float64)
         if self.postprocess == "public_posterior_sample":
@@ -281,6 +288,7 @@ class SubspacePrivatizer(Privatizer):
         noisy_a = None
         if self.mechanism is not None:
             a = flatten_latents([latents[i] for i in self.levels]) @ matrix.T
+            a = a - self.center.to(device, dtype)
             noisy_a, _ = self.mechanism(a, generator=generator, noise_source=noise_source)
         a_hat = self._estimate(noisy_a, noisy_y, generator, device).to(dtype)
         batch, d = len(images), matrix.shape[1]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,13 @@ import torch
 from torchvision.utils import make_grid, save_image
 
 from dpglow.flow import Glow, bits_per_dim, to_flow_input
+from dpglow.training.conditioning import (
+    CONDITIONS,
+    GRID_TAG,
+    flow_labels,
+    grid_caption,
+    label_grid_samples,
+)
 from dpglow.training.schedules import build_optimizers
 
 log = logging.getLogger(__name__)
@@ -32,6 +39,13 @@ class GlowModule(pl.LightningModule):
     Metrics: ``train/bpd``, ``val/bpd``, ``test/bpd`` (uniform dequantisation, ``n_bits``).
     Each validation epoch decodes a fixed set of prior draws at ``sample_temperature`` into an
     image grid (saved under ``<log dir>/samples`` and sent to the loggers that take images).
+
+    ``condition="labels"`` trains the class-conditional flow ``p(x | y)`` (Glow's
+    y-conditioning, see :class:`~dpglow.flow.Glow`): ``y`` is the batch's ``"labels"`` over
+    ``condition_pathologies`` (which ``train()`` fills with the dataset's pathologies), with NaN
+    (unknown) replaced by 0 (absent); ``condition_split_priors`` conditions the split priors too.
+    The sample grid then pairs all-zero and one-hot label vectors
+    (:func:`~dpglow.training.conditioning.label_grid_samples`).
     """
 
     def __init__(
@@ -45,6 +59,9 @@ class GlowModule(pl.LightningModule):
         affine: bool = True,
         scale_floor: float = 0.1,
         split_prior: str = "fixed",
+        condition: str = "none",
+        condition_pathologies: Sequence[str] | None = None,
+        condition_split_priors: bool = False,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
         n_bits: int = 8,
@@ -54,10 +71,14 @@ class GlowModule(pl.LightningModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        condition_pathologies = _check_condition(
+            condition, condition_pathologies, condition_split_priors
+        )  # a plain list (not Hydra's ListConfig): checkpoints load with weights_only
         # The architecture is part of the hyperparameters, so a checkpoint rebuilds its own model
         # (GlowModule.load_from_checkpoint(path)); the optimizer partials stay out of it, so a
         # checkpoint holds plain data only (loadable with weights_only=True).
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
+        self.condition_pathologies: list[str] = condition_pathologies
         self.net = Glow(
             in_channels=in_channels,
             image_size=image_size,
@@ -67,6 +88,8 @@ class GlowModule(pl.LightningModule):
             affine=affine,
             scale_floor=scale_floor,
             split_prior=split_prior,
+            num_conditions=len(condition_pathologies),
+            condition_split_priors=condition_split_priors,
         )
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -86,9 +109,24 @@ class GlowModule(pl.LightningModule):
                 self._noise_state = None
         return self._noise
 
-    def _bpd(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def labels(self, batch: dict) -> torch.Tensor | None:
+        """The flow's label vector for ``batch`` (:func:`~dpglow.training.conditioning.flow_labels`
+        of ``batch["labels"]``), or None for an unconditional flow."""
+        if not self.net.num_conditions:
+            return None
+        if "labels" not in batch:
+            raise ValueError(
+                "model.condition=labels needs batches with a 'labels' entry [B, "
+                f"{self.net.num_conditions}] ({', '.join(self.condition_pathologies)})"
+            )
+        return flow_labels(batch["labels"])
+
+    def _bpd(
+        self, images: torch.Tensor, generator: torch.Generator, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
         x = to_flow_input(images, n_bits=self.n_bits, dequantize=True, generator=generator)
-        return bits_per_dim(self.net.log_prob(x), num_dims=self.net.num_dims, n_bits=self.n_bits)
+        log_px = self.net.log_prob(x, y=y)
+        return bits_per_dim(log_px, num_dims=self.net.num_dims, n_bits=self.n_bits)
 
     # -- ActNorm initialisation ---------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -125,7 +163,7 @@ class GlowModule(pl.LightningModule):
 
     # -- steps --------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self._bpd(batch["image"], self._noise_generator()).mean()
+        loss = self._bpd(batch["image"], self._noise_generator(), self.labels(batch)).mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"train/bpd became {loss.item()} at step {self.global_step}: lower the learning "
@@ -135,7 +173,8 @@ class GlowModule(pl.LightningModule):
         return loss
 
     def _eval_step(self, stage: str, batch: dict, batch_idx: int) -> None:
-        bpd = self._bpd(batch["image"], eval_noise_generator(batch_idx, self.device))
+        generator = eval_noise_generator(batch_idx, self.device)
+        bpd = self._bpd(batch["image"], generator, self.labels(batch))
         self.log(f"{stage}/bpd", bpd.mean(), prog_bar=True, batch_size=len(bpd), sync_dist=True)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -151,15 +190,20 @@ class GlowModule(pl.LightningModule):
         if self.hparams.num_samples <= 0:
             return
         gen = torch.Generator(device=self.device).manual_seed(self.hparams.seed)
-        samples = self.net.sample(
-            self.hparams.num_samples, temperature=self.hparams.sample_temperature, generator=gen
-        )
-        grid = make_grid((samples + 0.5).clamp(0, 1), nrow=int(self.hparams.num_samples**0.5))
-        name = f"samples_epoch{self.current_epoch:03d}_step{self.global_step:06d}.png"
+        num, temperature = self.hparams.num_samples, self.hparams.sample_temperature
+        name = f"samples_epoch{self.current_epoch:03d}_step{self.global_step:06d}"
+        caption = f"T={temperature}, step {self.global_step}"
+        if self.net.num_conditions:
+            samples = label_grid_samples(self.net, num, temperature=temperature, generator=gen)
+            name, labels = f"{name}_{GRID_TAG}", grid_caption(self.condition_pathologies, num)
+            caption = f"{caption}; {labels}"
+            log.info("sample grid %s.png: %s", name, labels)
+        else:
+            samples = self.net.sample(num, temperature=temperature, generator=gen)
+        grid = make_grid((samples + 0.5).clamp(0, 1), nrow=int(num**0.5))
         out_dir = Path(self.trainer.default_root_dir) / "samples"
         out_dir.mkdir(parents=True, exist_ok=True)
-        save_image(grid, out_dir / name)
-        caption = f"T={self.hparams.sample_temperature}, step {self.global_step}"
+        save_image(grid, out_dir / f"{name}.png")
         for logger in self.loggers:
             if hasattr(logger, "log_image"):  # W&B
                 logger.log_image("val/samples", [grid], step=self.global_step, caption=[caption])
@@ -179,6 +223,9 @@ class GlowModule(pl.LightningModule):
             "n_bits": self.n_bits,
             "noise_state": noise_state,
         }
+        if self.net.num_conditions:
+            # What the flow's label vector means, in order (load_flow returns it).
+            checkpoint[CHECKPOINT_KEY]["condition_pathologies"] = list(self.condition_pathologies)
         trainer = self._trainer
         if trainer is not None and trainer.world_size > 1:
             # Under DDP each rank draws its own dequantisation noise; keep every rank's state
@@ -191,14 +238,20 @@ class GlowModule(pl.LightningModule):
         config = saved.get("net_config")
         if config is not None and config != dict(self.net.config):
             diff = {
-                k: (v, self.net.config.get(k))
-                for k, v in config.items()
-                if self.net.config.get(k) != v
+                k: (config.get(k), self.net.config.get(k))
+                for k in {**config, **self.net.config}
+                if self.net.config.get(k) != config.get(k)
             }
             raise ValueError(
                 "checkpoint architecture does not match the configured model "
                 f"(key: (checkpoint, config)): {diff}. Use the model config the checkpoint was "
-                "trained with, e.g. model.depth=..., or another checkpoint."
+                "trained with, e.g. model.depth=... or model.condition=..., or another checkpoint."
+            )
+        pathologies = saved.get("condition_pathologies", [])
+        if config is not None and list(pathologies) != self.condition_pathologies:
+            raise ValueError(
+                f"the checkpoint's flow is conditioned on {list(pathologies)}, the configured "
+                f"model on {self.condition_pathologies}: train on the data it was trained on"
             )
         self._noise_state = saved.get("noise_state")
         states, trainer = saved.get("noise_states"), self._trainer
@@ -206,3 +259,25 @@ class GlowModule(pl.LightningModule):
             # A row of the stacked states is a view; Generator.set_state needs its own storage.
             self._noise_state = states[trainer.global_rank].clone()
         self._noise = None
+
+
+def _check_condition(
+    condition: str, pathologies: Sequence[str] | None, split_priors: bool
+) -> list[str]:
+    """The label names a ``condition`` needs (none: no names), as a plain list."""
+    if condition not in CONDITIONS:
+        raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
+    names = [str(p) for p in pathologies or []]
+    if condition == "none":
+        if names or split_priors:
+            raise ValueError(
+                "condition_pathologies and condition_split_priors need model.condition=labels"
+            )
+        return names
+    if not names:
+        raise ValueError(
+            "model.condition=labels needs labelled data and the label names: train() fills "
+            "condition_pathologies with the dataset's pathologies (data=folder has none); "
+            "building a GlowModule directly, pass condition_pathologies=[...]"
+        )
+    return names

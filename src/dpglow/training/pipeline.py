@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from dpglow.evaluation.codecs import codec_bits_per_dim
 from dpglow.flow import to_flow_input
 from dpglow.training.callbacks import StepTimer, peak_rss_mb
+from dpglow.training.conditioning import flow_labels
 from dpglow.training.module import GlowModule
 from dpglow.utils.instantiate import instantiate_callbacks, instantiate_loggers
 
@@ -32,13 +33,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     log.info("data: %s", cfg.data._target_)
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
-    extra = {}
-    if "pathologies" in cfg.model and cfg.model.pathologies is None:
-        # A classifier's outputs are the dataset's labels, known once its records are read.
-        datamodule.prepare_data()
-        datamodule.setup("fit")
-        extra["pathologies"] = list(datamodule.pathologies)
-    model: pl.LightningModule = instantiate(cfg.model, **extra)
+    model: pl.LightningModule = instantiate(cfg.model, **_label_arguments(cfg.model, datamodule))
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -86,14 +81,47 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     return metrics, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
 
 
+def _label_arguments(model_cfg: DictConfig, datamodule: Any) -> dict[str, list[str]]:
+    """The model arguments that are the dataset's label names, known once its records are read:
+    a classifier's outputs (``pathologies: null``) and, with ``condition: labels``, what a
+    conditional flow's label vector means (``condition_pathologies``)."""
+    classifier = "pathologies" in model_cfg and model_cfg.pathologies is None
+    conditional = model_cfg.get("condition", "none") != "none"
+    if not (classifier or conditional):
+        return {}
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    names = list(datamodule.pathologies)
+    extra = {"pathologies": names} if classifier else {}
+    if conditional:
+        given = model_cfg.get("condition_pathologies")
+        if given is not None and list(given) != names:
+            raise ValueError(
+                f"model.condition_pathologies={list(given)} but the data's labels are {names}: "
+                "leave it null (train() fills it from the data)"
+            )
+        extra["condition_pathologies"] = names
+    return extra
+
+
 @torch.no_grad()
 def _held_out_checks(model: GlowModule, datamodule: Any, max_images: int = 256) -> dict[str, float]:
-    """Codec baselines on the very same test images, and the float32 inverse error."""
-    images = torch.cat([b["image"] for b in datamodule.test_dataloader()])
+    """Codec baselines on the very same test images, and the float32 inverse error (a
+    conditional flow encodes and decodes each image with its own labels)."""
+    batches = list(datamodule.test_dataloader())
+    images = torch.cat([b["image"] for b in batches])
     codecs = codec_bits_per_dim(images.numpy())
     net = model.net.eval()
     x = to_flow_input(images[:max_images], n_bits=model.n_bits).to(model.device)
-    errors = [(net.decode(net.encode(chunk)) - chunk).abs().amax().item() for chunk in x.split(64)]
+    if net.num_conditions:
+        labels = torch.cat([flow_labels(b["labels"]) for b in batches])[:max_images]
+        ys = labels.to(model.device).split(64)
+    else:
+        ys = [None] * len(x.split(64))
+    errors = [
+        (net.decode(net.encode(chunk, y=y), y=y) - chunk).abs().amax().item()
+        for chunk, y in zip(x.split(64), ys, strict=True)
+    ]
     checks = {f"test/{k}": v for k, v in codecs.items()}
     checks["test/inverse_max_abs_error"] = max(errors)
     log.info("held-out checks: %s", checks)
