@@ -1,4 +1,4 @@
-"""Statistical privacy audit (EVALUATION.md, "Mechanism audit"): a lower bound on epsilon.
+"""Statistical privacy audit (docs/evaluation.md, "Mechanism audit"): a lower bound on epsilon.
 
 For two neighbouring inputs a and b, the mechanism is sampled n times on each; for every
 threshold event E = {stat > t} (and its complement, in both orders) DP requires

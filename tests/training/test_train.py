@@ -101,7 +101,7 @@ def test_checkpoint_rebuilds_its_own_model(compose_train, tmp_path):
 
 
 def test_trained_64px_model_inverts_to_float32_precision(compose_train, tmp_path):
-    """After real training steps at lr 1e-3 the inverse error stays below 1e-4 (METHOD.md)."""
+    """After real training steps at lr 1e-3 the inverse error stays below 1e-4 (docs/method.md)."""
     cfg = compose_train(
         "data=pediatric",
         "model=glow_64",

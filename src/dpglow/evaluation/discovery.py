@@ -20,8 +20,20 @@ log = logging.getLogger(__name__)
 MAKE_COMMAND = {
     "train": "python src/train.py",
     "train_classifier": "python src/train_classifier.py",
+    "train_release_classifier": (
+        "python src/train_classifier.py --config-name train_release_classifier"
+    ),
 }
-WHAT = {"train": "flow", "train_classifier": "classifier"}
+WHAT = {
+    "train": "flow",
+    "train_classifier": "classifier",
+    "train_release_classifier": "release classifier (the label channel's labeler)",
+}
+PASS_KEY = {
+    "train": "flow.ckpt_path",
+    "train_classifier": "classifier.ckpt_path",
+    "train_release_classifier": "privacy.labeler.ckpt_path",
+}
 
 
 class MissingCheckpointError(FileNotFoundError):
@@ -97,7 +109,7 @@ def find_latest(
         raise MissingCheckpointError(
             f"no trained {WHAT[task]} for {dataset} under {task_dir}: make one with "
             f"`{MAKE_COMMAND[task]}` (same data=... as here), or pass "
-            f"{'flow' if task == 'train' else 'classifier'}.ckpt_path=<path/to/checkpoint.ckpt>"
+            f"{PASS_KEY[task]}=<path/to/checkpoint.ckpt>"
         )
     _, _, ckpt, run_dir, target, summary = max(candidates, key=lambda c: (c[0], c[1]))
     return FoundRun(ckpt, run_dir, target, summary)

@@ -1,4 +1,4 @@
-"""Metrics of the evaluation protocol (docs EVALUATION.md): utility, privacy and fidelity.
+"""Metrics of the evaluation protocol (docs/evaluation.md): utility, privacy and fidelity.
 
 All functions are pure: tensors in, Python numbers (or dicts of them) out. Inputs are validated and
 a bad shape or value raises ``ValueError`` saying what was expected.

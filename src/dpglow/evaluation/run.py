@@ -1,4 +1,4 @@
-"""``evaluate(cfg)``: one evaluation job of EVALUATION.md (the plain function behind
+"""``evaluate(cfg)``: one evaluation job of docs/evaluation.md (the plain function behind
 ``src/evaluate.py``).
 
 A job privatizes the held-out test split with one setting (mechanism, epsilon, temperature, levels,
@@ -309,7 +309,12 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     classifier, clf_info, clf_run = _classifier(cfg, test.pathologies)
     runs = {"flow": flow_run, "classifier": clf_run}
     labeler = cfg.privacy.get("labeler") or {}
-    if labeler.get("ckpt_path"):
+    if labeler.get("kind") == "classifier" and float(cfg.privacy.get("label_fraction", 0)) > 0:
+        if not labeler.get("ckpt_path"):
+            with open_dict(cfg):
+                labeler.ckpt_path = str(
+                    _newest(cfg, "train_release_classifier", "test/auc_mean", "labeler")
+                )
         runs["labeler"] = run_dir_of(labeler.ckpt_path)
     _check_no_leakage(test, runs, split)
     ensure_basis(cfg, flow, flow_info)

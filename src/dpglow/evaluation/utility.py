@@ -1,5 +1,6 @@
-"""U2 (EVALUATION.md): train the classifier on privatized training images, test it on the original
-test images, and compare with the same classifier trained, with the same budget, on originals."""
+"""U2 (docs/evaluation.md): train the classifier on privatized training images, test it on the
+original test images, and compare with the same classifier trained, with the same budget, on
+originals."""
 
 from __future__ import annotations
 

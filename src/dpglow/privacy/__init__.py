@@ -1,4 +1,4 @@
-"""Local differential privacy for DP-GLOW: the mechanisms of METHOD.md, their accounting,
+"""Local differential privacy for DP-GLOW: the mechanisms of docs/method.md, their accounting,
 unpredictable noise, and free post-processing.
 
 Latent mechanisms take ``u`` of shape ``[B, d]`` (standardised latents, one row per image), image

@@ -1,4 +1,4 @@
-"""The label channel of METHOD.md: binary randomized response on a label vector y in {0, 1}^m.
+"""The label channel of docs/method.md: binary randomized response on a label vector y in {0, 1}^m.
 
 Label j is kept with probability e^eps_j / (1 + e^eps_j) and flipped otherwise, independently per
 label and per row, where eps_j = epsilon * w_j / sum(w) (equal weights by default, epsilon / m

@@ -1,4 +1,4 @@
-"""The three latent mechanisms of METHOD.md, acting on u in R^d (one row per image)."""
+"""The three latent mechanisms of docs/method.md, acting on u in R^d (one row per image)."""
 
 from __future__ import annotations
 

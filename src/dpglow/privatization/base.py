@@ -27,6 +27,8 @@ class Privatizer(ABC):
     name: ClassVar[str]
     #: Whether it needs a trained flow (latent-space privatizers) or works on pixels.
     needs_flow: ClassVar[bool] = True
+    #: The temperature of the fresh prior draws when the task leaves ``temperature=null``.
+    default_temperature: ClassVar[float] = 1.0
 
     @abstractmethod
     def record(self, *, noise_source: str = OS_ENTROPY) -> PrivacyRecord:

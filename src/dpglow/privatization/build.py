@@ -65,10 +65,11 @@ def build_privatizer(
     *,
     flow: Any = None,
     flow_info: dict[str, Any] | None = None,
-    temperature: float = 1.0,
+    temperature: float | None = None,
     image_size: int | None = None,
 ) -> Privatizer:
-    """The privatizer of ``privacy`` with the task's flow / temperature / resolution filled in."""
+    """The privatizer of ``privacy`` with the task's flow / temperature / resolution filled in
+    (``temperature=None``: the privatizer's ``default_temperature``)."""
     cls = privatizer_class(privacy)
     check_keys(privacy, cls)
     if cls.needs_flow and flow is None:
@@ -79,7 +80,7 @@ def build_privatizer(
     available = {
         "flow": flow,
         "flow_info": flow_info,
-        "temperature": temperature,
+        "temperature": cls.default_temperature if temperature is None else temperature,
         "n_bits": (flow_info or {}).get("n_bits", 8),
         "image_size": image_size if image_size is not None else getattr(flow, "image_size", None),
     }
