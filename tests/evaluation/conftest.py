@@ -35,7 +35,8 @@ def _train(config_name: str, run_dir: Path, cache: Path, overrides: list[str]) -
 
 @pytest.fixture(scope="session")
 def eval_models(tmp_path_factory) -> dict[str, Path]:
-    """{"flow", "classifier", "log_dir", "cache"}: checkpoints under log_dir/<task>/runs/."""
+    """{"flow", "classifier", "labeler", "log_dir", "cache"}: checkpoints under
+    log_dir/<task>/runs/."""
     if default_data_dir() is None:
         pytest.skip("no chest X-ray data")
     root = tmp_path_factory.mktemp("eval_models")
@@ -67,4 +68,17 @@ def eval_models(tmp_path_factory) -> dict[str, Path]:
             "test=false",
         ],
     )
-    return {"flow": flow, "classifier": classifier, "log_dir": log_dir, "cache": cache}
+    # The default privatizer's labeler: a classifier of its own (not the evaluation classifier).
+    labeler = _train(
+        "train_release_classifier",
+        log_dir / "train_release_classifier" / "runs" / "labeler",
+        cache,
+        [*CLASSIFIER, "data.batch_size=16", "trainer.max_epochs=2", "test=false"],
+    )
+    return {
+        "flow": flow,
+        "classifier": classifier,
+        "labeler": labeler,
+        "log_dir": log_dir,
+        "cache": cache,
+    }

@@ -296,18 +296,22 @@ def test_subspace_label_channel_and_public_references(run_eval, eval_models):
     bases = list((eval_models["flow"].parent.parent / "bases").glob("*-supervised-k1-l1.pt"))
     assert len(bases) == 1 and len(row["basis_sha256"]) == 64
     # Composition: both parts of the budget are in the row and add up to the per-image epsilon.
-    row = run_eval("privacy=label_channel", "epsilon=3", "noise_seed=0")
+    row = run_eval(
+        "privacy=label_channel", "privacy.label_fraction=0.7", "epsilon=3", "noise_seed=0"
+    )
     assert row["mechanism"] == "label_channel" and row["labels"] == "Pneumonia"
+    assert row["labeler"] == "classifier:labeler"  # the release classifier, found by discovery
     assert row["eps_per_image"] == pytest.approx(3.0)
     assert row["eps_label"] == pytest.approx(2.1) and row["eps_latent"] == pytest.approx(0.9)
     # Public-only references: prior samples (epsilon 0) and the labels alone.
     prior = run_eval("privacy=prior", "noise_seed=0")
     assert prior["eps_per_image"] == 0.0 and prior["d"] == 0 and prior["private"]
     assert prior["p1/pixel_top1"] < 0.1
-    label_only = run_eval(
-        "privacy=label_channel", "privacy.label_fraction=1.0", "epsilon=3", "noise_seed=0"
-    )
+    # The default below max_label_epsilon: the labels alone.
+    label_only = run_eval("epsilon=3", "noise_seed=0")
     assert label_only["mechanism"] == "label_only" and label_only["eps_latent"] == 0.0
+    capped = run_eval("epsilon=10", "noise_seed=0")
+    assert capped["eps_label"] == 6.0 and capped["eps_latent"] == pytest.approx(4.0)
 
 
 def test_settings_search_scores_on_the_validation_split(run_eval):

@@ -32,7 +32,8 @@ SERIES_KEYS = (
 )  # fmt: skip
 MD_COLUMNS = (
     ("mechanism", "mechanism"), ("series", "setting"), ("eps_per_image", "eps/image"),
-    ("eps_per_element", "eps/element"), ("d", "d"), ("u1/auc_priv_mean", "AUC"),
+    ("eps_per_element", "eps/element"), ("eps_label", "eps labels"), ("eps_latent", "eps image"),
+    ("d", "d"), ("u1/auc_priv_mean", "AUC"),
     ("u1/retention", "retention"), ("p1/pixel_top1", "link@1 px"),
     ("p1/embed_top1", "link@1 emb"), ("p1/embed_top5", "link@5 emb"),
     ("p1/chance_top1", "chance@1"), ("p2/embed_top1", "re-id@1"),
