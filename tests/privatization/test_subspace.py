@@ -174,6 +174,9 @@ def test_label_channel_composes_and_renders(fitted, xray_batch):
     flow, info = fitted
     root = OmegaConf.create({"epsilon": 3.0})
     root.privacy = OmegaConf.load("conf/privacy/label_channel.yaml")
+    OmegaConf.update(root, "privacy.labeler.kind", "probe")  # the basis' latent probe
+    OmegaConf.update(root, "privacy.label_fraction", 0.7)
+    OmegaConf.update(root, "privacy.postprocess", "public_posterior_mean")
     privatizer = build_privatizer(root.privacy, flow=flow, flow_info=info, temperature=0.5)
     record = privatizer.record()
     assert record.mechanism == "randomized_response+laplace_l1"
@@ -192,6 +195,12 @@ def test_label_channel_composes_and_renders(fitted, xray_batch):
     for row, label in ((0, 1.0), (1, 0.0)):
         w = torch.where(y == label, keep, 1 - keep)
         assert float(est[row, 0]) == pytest.approx(float((w * a).sum() / w.sum()), rel=1e-4)
+    # released_label_mean renders the released class: the class-conditional public mean.
+    OmegaConf.update(root, "privacy.postprocess", "released_label_mean")
+    rendered = build_privatizer(root.privacy, flow=flow, flow_info=info, temperature=0.5)
+    est = rendered._estimate(None, torch.tensor([[1.0], [0.0]]), None, "cpu")
+    for row, label in ((0, 1.0), (1, 0.0)):
+        assert float(est[row, 0]) == pytest.approx(float(a[y == label].mean()), rel=1e-4)
 
 
 def test_missing_basis_names_the_command(trained_ckpt):
