@@ -81,6 +81,33 @@ def fresh_latents(
     ]
 
 
+def assemble_latents(
+    flow: Glow,
+    levels: Sequence[int],
+    released: torch.Tensor,
+    *,
+    temperature: float,
+    generator: torch.Generator,
+) -> list[torch.Tensor]:
+    """Every level's latent for decoding: the ``levels`` from the flat ``released`` [B, d], the
+    others fresh N(0, T^2) prior draws (independent of the image, so they cost no privacy)."""
+    shapes = [flow.latent_shapes[i] for i in levels]
+    chosen = dict(zip(levels, unflatten_latents(released, shapes), strict=True))
+    out = []
+    for i, shape in enumerate(flow.latent_shapes):
+        if i in chosen:
+            out.append(chosen[i])
+            continue
+        fresh = torch.randn(
+            (len(released), *shape),
+            generator=generator,
+            device=released.device,
+            dtype=released.dtype,
+        )
+        out.append(temperature * fresh)
+    return out
+
+
 def check_temperature(temperature: Any) -> float:
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
         raise TypeError(f"temperature must be a number, got {temperature!r}")
@@ -180,18 +207,7 @@ class DPGlowPrivatizer(Privatizer):
             flatten_latents(chosen), generator=generator, noise_source=noise_source
         )
         noisy = self._postprocess(noisy, record, generator) * self.temperature
-        private = dict(
-            zip(
-                self.levels,
-                unflatten_latents(noisy, [self.flow.latent_shapes[i] for i in self.levels]),
-                strict=True,
-            )
+        out = assemble_latents(
+            self.flow, self.levels, noisy, temperature=self.temperature, generator=generator
         )
-        out = []
-        for i, u in enumerate(latents):
-            if i in private:
-                out.append(private[i])
-            else:
-                fresh = torch.randn(u.shape, generator=generator, device=u.device, dtype=u.dtype)
-                out.append(fresh * self.temperature)
         return to_uint8(self.flow.decode(out), n_bits=self.n_bits)

@@ -40,12 +40,13 @@ from typing import Any
 
 import torch
 
-from dpglow.flow import Glow, flatten_latents, to_flow_input, to_uint8, unflatten_latents
+from dpglow.flow import Glow, flatten_latents, to_flow_input, to_uint8
 from dpglow.privacy import OS_ENTROPY, PrivacyRecord, compose, posterior_mean, posterior_sample
 from dpglow.privatization.base import Privatizer, check_images
 from dpglow.privatization.basis import Basis, BasisError, load_basis
 from dpglow.privatization.labelers import build_labeler
 from dpglow.privatization.privatizer import (
+    assemble_latents,
     check_temperature,
     expected_norm,
     levels_label,
@@ -322,20 +323,7 @@ class SubspacePrivatizer(Privatizer):
             (batch, d), generator=generator, device=device, dtype=dtype
         )
         u = a_hat @ matrix + v - (v @ matrix.T) @ matrix
-        chosen = dict(
-            zip(
-                self.levels,
-                unflatten_latents(u, [self.flow.latent_shapes[i] for i in self.levels]),
-                strict=True,
-            )
+        out = assemble_latents(
+            self.flow, self.levels, u, temperature=self.temperature, generator=generator
         )
-        out = []
-        for i, shape in enumerate(self.flow.latent_shapes):
-            if i in chosen:
-                out.append(chosen[i])
-            else:
-                fresh = torch.randn(
-                    (batch, *shape), generator=generator, device=device, dtype=dtype
-                )
-                out.append(self.temperature * fresh)
         return to_uint8(self.flow.decode(out, **cond), n_bits=self.n_bits)
