@@ -384,6 +384,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     orig_emb = original["embeddings"]
 
     row: dict[str, Any] = _settings(privatizer, flow_info)
+    eps_label, eps_latent = _epsilon_split(record)
     row.update(
         {
             "eps_per_image": record["epsilon_per_image"],
@@ -395,8 +396,8 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             "noise_scale": record["noise_scale"],
             "noise_source": record["noise_source"],
             "private": record["private"],
-            "eps_label": _epsilon_split(record)[0],
-            "eps_latent": _epsilon_split(record)[1],
+            "eps_label": eps_label,
+            "eps_latent": eps_latent,
             "data": _data_target(cfg)[0].rsplit(".", 1)[-1],
             "split": split,
             "n_images": len(test.images),

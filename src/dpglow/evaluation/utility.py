@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
+from dpglow.data.subsets import load_split
 from dpglow.evaluation import metrics as M
 from dpglow.evaluation.artifacts import cached, key_of, tensor_digest
 
@@ -104,11 +105,12 @@ def u2(
 ) -> dict[str, float]:
     """The U2 columns: AUC on original test images of classifiers trained on private vs original
     training images, and the retention between them."""
-    from dpglow.evaluation.run import _split
     from dpglow.evaluation.shards import privatize_in_batches
 
     settings = cfg.eval.u2
-    train = _split(cfg, test.images.shape[-1], "train", settings.get("max_images"))
+    train = load_split(
+        cfg, image_size=test.images.shape[-1], split="train", limit=settings.get("max_images")
+    )
     arch = _architecture(classifier, test.images.shape[-1])
     common = dict(
         pathologies=test.pathologies,

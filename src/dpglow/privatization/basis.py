@@ -119,7 +119,8 @@ def _auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     ranks = torch.empty_like(scores)
     order = scores.argsort()
     ranks[order] = torch.arange(1, len(scores) + 1, dtype=scores.dtype)
-    for value in scores.unique()[(scores.unique(return_counts=True)[1] > 1)]:
+    values, counts = scores.unique(return_counts=True)
+    for value in values[counts > 1]:
         tied = scores == value
         ranks[tied] = ranks[tied].mean()
     pos = labels > 0.5

@@ -141,6 +141,9 @@ class SubspacePrivatizer(Privatizer):
             if mechanism is None:
                 raise ValueError("label_fraction < 1 needs a latent mechanism (privacy.mechanism)")
             self.mechanism = mechanism(epsilon=eps_latent)
+            self._latent_record = self.mechanism.record((self.basis.k,))
+            # What the mechanism would see for each public training point (its likelihood term).
+            self._bounded_train = self.mechanism.statistic(train.double() - self.center.double())
         self.labeler, self.label_mechanism, self.label_names = None, None, []
         if self.label_fraction > 0:
             if labels is None or labeler is None:
@@ -248,25 +251,24 @@ class SubspacePrivatizer(Privatizer):
 
     def _log_weights(self, noisy_a, noisy_y, device) -> torch.Tensor:
         """log w_i (up to a constant) of each public training point, [B, N]."""
-        train = self.basis.train_projections.to(device, torch.float64)
         batch = len(noisy_a if noisy_a is not None else noisy_y)
-        logw = torch.zeros(batch, len(train), device=device, dtype=torch.float64)
+        points = len(self.basis.train_projections)
+        logw = torch.zeros(batch, points, device=device, dtype=torch.float64)
         if noisy_y is not None:
             flips = self.label_mechanism.flip_probabilities()
             if self.postprocess.startswith("released_label"):
                 flips = [0.0] * len(flips)  # the released labels taken as true
-            # Bounded away from 0 and 1 so that epsilon = inf cannot give log(0) for every point.
-            keep = torch.tensor(flips, device=device, dtype=torch.float64).clamp(1e-12, 0.5)
-            keep = 1 - keep
+            # Bounded away from 0 so that epsilon = inf cannot give log(0) for every point.
+            flip = torch.tensor(flips, device=device, dtype=torch.float64).clamp(1e-12, 0.5)
+            keep = 1 - flip
             y_train = self._prior_labels.to(device, torch.float64)  # [N, m]
             agree = noisy_y.double()[:, None, :] == y_train[None]  # [B, N, m]
             known = ~torch.isnan(y_train)[None]
-            logp = torch.where(agree, keep.log(), (1 - keep).log())
+            logp = torch.where(agree, keep.log(), flip.log())
             logw = logw + torch.where(known, logp, math.log(0.5)).sum(-1)
-        if noisy_a is not None and self.mechanism.record((self.basis.k,)).noise != "none":
-            # What the mechanism saw for training point i.
-            bounded = self.mechanism.statistic(train - self.center.to(train))
-            scale = self.mechanism.record((self.basis.k,)).noise_scale
+        if noisy_a is not None and self._latent_record.noise != "none":
+            scale = self._latent_record.noise_scale
+            bounded = self._bounded_train.to(device)
             diff = noisy_a.double()[:, None, :] - bounded[None]
             if self.mechanism.noise == "laplace":
                 logw = logw - diff.abs().sum(-1) / scale
@@ -276,7 +278,7 @@ class SubspacePrivatizer(Privatizer):
 
     def _estimate(self, noisy_a, noisy_y, generator, device) -> torch.Tensor:
         """a^ from the release, [B, k] (see the module docstring, step 3)."""
-        record = self.mechanism.record((self.basis.k,)) if self.mechanism else None
+        record = self._latent_record if self.mechanism else None
         center = self.center.to(device)
         if noisy_a is not None and (self.postprocess == "none" or record.noise == "none"):
             return noisy_a + center
