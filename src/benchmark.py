@@ -11,27 +11,26 @@ import hydra
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-import dpglow.utils.config  # noqa: F401  (registers the config resolvers)
+import dpglow.data  # noqa: F401  (registers the config resolvers)
 
 log = logging.getLogger(__name__)
 
 
 def _compose(conf_dir: Path, name: str) -> tuple[dict, dict]:
     # Compose the model group exactly as train.py would, so the benchmark measures the real
-    # configs; the data config comes along for runs without a saved splits.csv.
+    # configs: the flow is its model.net node. The data config comes along for runs without a
+    # saved splits.csv.
     from hydra import compose, initialize_config_dir
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir)):
         cfg = compose(config_name="train", overrides=[f"model={name}"])
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    for key in ("_target_", "optimizer", "scheduler"):
-        model.pop(key, None)
-    return model, OmegaConf.to_container(cfg.data, resolve=True)
+    net = OmegaConf.to_container(cfg.model.net, resolve=True)
+    return net, OmegaConf.to_container(cfg.data, resolve=True)
 
 
 def _entry(cfg: DictConfig, name: str) -> tuple[str, dict[str, Any], int]:
-    """(model config name, architecture overrides, batch size) of a model or a preset."""
+    """(model config name, overrides of its net node, batch size) of a model or a preset."""
     preset = (cfg.presets or {}).get(name)
     if preset is None:
         return name, {}, cfg.batch_size
@@ -43,7 +42,7 @@ def _entry(cfg: DictConfig, name: str) -> tuple[str, dict[str, Any], int]:
 def main(cfg: DictConfig) -> None:
     import torch
 
-    from dpglow.evaluation.benchmark import (
+    from dpglow.benchmark import (
         find_checkpoint,
         load_average,
         machine_description,
@@ -104,7 +103,7 @@ def main(cfg: DictConfig) -> None:
         f"{load_average()} at the end"
     )
     out = Path(cfg.paths.output_dir)
-    table = write_tables(rows, out, machine)
+    table = write_tables(rows, out_dir=out, machine=machine)
     log.info("benchmark written to %s\n%s", out, table)
 
 

@@ -11,7 +11,7 @@ import math
 import hydra
 from omegaconf import DictConfig
 
-import dpglow.utils.config  # noqa: F401  (registers the config resolvers)
+import dpglow.data  # noqa: F401  (registers the config resolvers)
 from dpglow.utils.runs import run_task
 
 

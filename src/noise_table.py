@@ -8,7 +8,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-import dpglow.utils.config  # noqa: F401  (registers the config resolvers)
+import dpglow.data  # noqa: F401  (registers the config resolvers)
 
 log = logging.getLogger(__name__)
 
@@ -17,22 +17,19 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> None:
     from pathlib import Path
 
-    from dpglow.evaluation.benchmark import markdown_table
-    from dpglow.evaluation.noise_table import noise_scale_rows
+    from dpglow.evaluation.noise_table import noise_scale_rows, scale_cell
+    from dpglow.utils.tables import markdown_table
 
     flow = instantiate(cfg.model).net  # the architecture only: the calibration needs no weights
     rows = noise_scale_rows(
         flow, epsilons=list(cfg.epsilons), delta=cfg.delta, dp_pix_cell=cfg.dp_pix_cell
     )
-    for row in rows:
-        for key, value in row.items():
-            if key.startswith("eps="):
-                row[key] = float(f"{value:.3g}")
-    table = markdown_table(rows)
+    table = markdown_table(rows, fmt=scale_cell)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "noise_table.md").write_text(table + "\n")
-    log.info("noise scale per element (%s, delta=%g):\n%s", cfg.model.image_size, cfg.delta, table)
+    size = cfg.model.net.image_size
+    log.info("noise scale per element (%s, delta=%g):\n%s", size, cfg.delta, table)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Privatize chest X-rays with DP-GLOW.
 
-``python src/privatize.py ckpt_path=... input_dir=... output_dir=... privacy=laplace_l1 epsilon=1``
+``python src/privatize.py flow.ckpt_path=... input_dir=... output_dir=... privacy=laplace_l1``
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-import dpglow.utils.config  # noqa: F401  (registers the config resolvers)
+import dpglow.data  # noqa: F401  (registers the config resolvers)
 from dpglow.utils.runs import run_task
 
 

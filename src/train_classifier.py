@@ -6,7 +6,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-import dpglow.utils.config  # noqa: F401  (registers the config resolvers)
+import dpglow.data  # noqa: F401  (registers the config resolvers)
 from dpglow.utils.runs import run_task
 
 

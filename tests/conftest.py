@@ -14,7 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-import dpglow.utils.config  # noqa: F401  (registers resolvers)
+import dpglow.data  # noqa: F401  (registers the config resolvers)
 from dpglow.data import default_data_dir
 
 pytest_plugins = ["data.fixtures"]
@@ -25,9 +25,9 @@ CONF_DIR = ROOT / "conf"
 
 TINY_MODEL = [
     "model=glow_32",
-    "model.num_levels=2",
-    "model.depth=1",
-    "model.hidden_channels=8",
+    "model.net.num_levels=2",
+    "model.net.depth=1",
+    "model.net.hidden_channels=8",
     "model.num_samples=4",
     "model.init_batch_size=16",
     "model.scheduler.warmup_steps=2",

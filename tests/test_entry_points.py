@@ -62,8 +62,8 @@ def test_fast_dev_run_medmnist_offline(tmp_path, flag, medmnist_root):
             tmp_path,
             f"data={flag}",
             f"data.root={medmnist_root}",
-            "model.image_size=64",
-            "model.num_levels=2",
+            "model.net.image_size=64",
+            "model.net.num_levels=2",
         ),
     )
     _check_ok(proc, tmp_path / "run")
@@ -74,10 +74,10 @@ def test_multirun_sweeps_depth(tmp_path, data_dir):
     proc = run_entry(
         "train.py",
         "-m",
-        *[a for a in FAST if not a.startswith("model.depth")],
+        *[a for a in FAST if not a.startswith("model.net.depth")],
         "data=nih",
         "data.max_images=40",
-        "model.depth=1,2",
+        "model.net.depth=1,2",
         f"hydra.sweep.dir={sweep}",
         f"paths.cache_dir={tmp_path / 'cache'}",
     )
@@ -86,7 +86,7 @@ def test_multirun_sweeps_depth(tmp_path, data_dir):
         summary = json.loads((sweep / job / "summary.json").read_text())
         assert summary["global_step"] == 1
         overrides = (sweep / job / ".hydra" / "overrides.yaml").read_text()
-        assert f"model.depth={depth}" in overrides
+        assert f"model.net.depth={depth}" in overrides
 
 
 def test_missing_dataset_root_says_what_to_do(tmp_path):

@@ -54,9 +54,26 @@ def test_masked_bce_ignores_unknown_labels():
     assert masked_bce(logits, torch.full_like(labels, float("nan"))).item() == 0.0
 
 
-def test_pretrained_weights_offline_say_what_to_do():
+def test_pretrained_weights_offline_say_what_to_do(monkeypatch):
+    import torchxrayvision as xrv
+
+    def offline(weights):  # what torchxrayvision raises when the download cannot connect
+        raise ConnectionError(f"cannot reach the server for {weights}")
+
+    monkeypatch.setattr(xrv.models, "get_model", offline)
     with pytest.raises(PretrainedWeightsError, match=r"train_classifier\.py"):
         ClassifierModule(pathologies=["Pneumonia"], weights="densenet121-res224-chex")
+
+
+def test_pretrained_weights_missing_a_pathology_are_refused(monkeypatch):
+    import torchxrayvision as xrv
+
+    class Pretrained(torch.nn.Module):
+        pathologies = ("Atelectasis", "", "Pneumonia")  # "": an output these weights never saw
+
+    monkeypatch.setattr(xrv.models, "get_model", lambda weights: Pretrained())
+    with pytest.raises(PretrainedWeightsError, match=r"no output for 'Effusion'"):
+        ClassifierModule(pathologies=["Pneumonia", "Effusion"], weights="densenet121-res224-chex")
 
 
 def test_own_architecture_outputs_one_logit_per_pathology():

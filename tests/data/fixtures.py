@@ -186,13 +186,14 @@ def medmnist_root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def make_dm(tmp_path: Path) -> Callable[..., ChestXrayDataModule]:
-    """make_dm(source_cls, root, **kwargs): a datamodule with a tmp cache and small defaults."""
+    """make_dm(source_cls, root, **kwargs): a datamodule with a tmp cache and small defaults; the
+    source partial gets ``root`` and ``source_kwargs``, as the data configs give it."""
 
     def _make(source_cls: type, root: Path | str, **kwargs: object) -> ChestXrayDataModule:
         source_kwargs = kwargs.pop("source_kwargs", {})
         defaults = {"image_size": 32, "batch_size": 4, "cache_dir": str(tmp_path / "cache")}
         return ChestXrayDataModule(
-            source=functools.partial(source_cls, **source_kwargs),
+            source=functools.partial(source_cls, root=str(root), **source_kwargs),
             root=str(root),
             **{**defaults, **kwargs},
         )

@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from dpglow.data import (
@@ -131,7 +133,10 @@ def test_lightning_calls_set_epoch(medmnist_root: Path, make_dm: Callable, tmp_p
             return torch.optim.SGD(self.parameters(), lr=0.0)
 
     dm = make_dm(
-        MedMNISTSource, medmnist_root, source_kwargs={"flag": "pneumoniamnist"}, batch_size=5
+        MedMNISTSource,
+        medmnist_root,
+        source_kwargs={"flag": "pneumoniamnist", "size": 64},
+        batch_size=5,
     )
     model = Recorder()
     trainer = pl.Trainer(
@@ -199,7 +204,10 @@ def test_skip_unreadable(tmp_path: Path, gray_images: list[Path], make_dm: Calla
 @pytest.mark.parametrize("image_size", [64, 32])
 def test_medmnist_datamodule(medmnist_root: Path, make_dm: Callable, image_size: int) -> None:
     dm = make_dm(
-        MedMNISTSource, medmnist_root, source_kwargs={"flag": "chestmnist"}, image_size=image_size
+        MedMNISTSource,
+        medmnist_root,
+        source_kwargs={"flag": "chestmnist", "image_size": image_size},
+        image_size=image_size,
     )
     dm.setup()
     assert dm.source.size == 64  # smallest MedMNIST size >= image_size
@@ -259,21 +267,137 @@ def test_download_only_for_medmnist(tmp_path: Path, make_dm: Callable) -> None:
         make_dm(FolderSource, tmp_path, download=True).setup()
 
 
+def test_download_without_a_data_folder_uses_medmnists_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_dm: Callable, write_medmnist_npz: Callable
+) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    write_medmnist_npz(home / ".medmnist", "chestmnist", 64, {"train": 4, "val": 2, "test": 2})
+    dm = make_dm(
+        MedMNISTSource,
+        "<no-data-dir>/medmnist",
+        source_kwargs={"flag": "chestmnist", "image_size": 32, "download": True},
+        download=True,
+    )
+    dm.prepare_data()  # the file is there: nothing is fetched
+    dm.setup()
+    assert dm.source.root == (home / ".medmnist").resolve() and len(dm.splits) == 8
+
+
+DATA_CONFIGS = sorted(p.stem for p in CONF_DATA.glob("*.yaml") if not p.stem.startswith("_"))
+COMMON = {
+    "_target_": "dpglow.data.ChestXrayDataModule", "image_size": 32, "batch_size": 16,
+    "eval_batch_size": None, "num_workers": 0, "val_fraction": 0.1, "test_fraction": 0.1,
+    "seed": 5, "cache_dir": "/cache", "max_images": None, "skip_unreadable": False,
+    "download": False,
+}  # fmt: skip
+# The resolved data nodes as they were before conf/data/_base.yaml (sources without root,
+# size and download): every key of them must keep its value.
+BEFORE = {
+    "chestmnist": {"root": "/data/medmnist", "source": {"flag": "chestmnist"}},
+    "chexpert": {"root": "/data/CheXpert-v1.0-small", "source": {"frontal_only": True}},
+    "folder": {"root": "/data/chest_folder", "source": {}},
+    "nih": {
+        "root": "/data/nih_chestxray14_sample64",
+        "source": {"csv_name": None, "use_official_split": True},
+    },
+    "nih_all": {
+        "root": "/data/nih_chestxray14_sample64",
+        "source": {
+            "csv_name": None,
+            "use_official_split": True,
+            "extra_roots": ["/data/nih_chestxray14_sample256"],
+        },
+    },
+    "pediatric": {"root": "/data/pediatric_pneumonia224", "source": {}},
+    "pneumoniamnist": {"root": "/data/medmnist", "source": {"flag": "pneumoniamnist"}},
+}
+SOURCE_CLASS = {
+    "chestmnist": "MedMNISTSource", "chexpert": "CheXpertSource", "folder": "FolderSource",
+    "nih": "NIHSource", "nih_all": "NIHSource", "pediatric": "PediatricSource",
+    "pneumoniamnist": "MedMNISTSource",
+}  # fmt: skip
+
+
+def compose_data(name: str, *overrides: str, data_dir: str = "/data", cache_dir: str = "/cache"):
+    """The root config a task composes around ``data=<name>`` (its image_size, seed, paths)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DATA.parent)):
+        return compose(
+            overrides=[
+                f"+data={name}", "+paths=default", "+image_size=32", "+seed=5",
+                f"paths.data_dir={data_dir}", f"paths.cache_dir={cache_dir}", *overrides,
+            ]
+        )  # fmt: skip
+
+
+def test_every_data_config_is_covered() -> None:
+    assert sorted(BEFORE) == DATA_CONFIGS
+
+
+@pytest.mark.parametrize("name", DATA_CONFIGS)
+def test_data_configs_compose_with_base_as_before(name: str) -> None:
+    node = OmegaConf.to_container(compose_data(name).data, resolve=True)
+    expected = {**COMMON, "root": BEFORE[name]["root"]}
+    assert {k: node[k] for k in expected} == expected
+    assert set(node) == {*expected, "source"}
+    source = node["source"]
+    before = {
+        "_target_": f"dpglow.data.sources.{SOURCE_CLASS[name]}",
+        "_partial_": True,
+        **BEFORE[name]["source"],
+    }
+    assert {k: source.get(k) for k in before} == before
+    # What the source now takes from the config explicitly, and nothing else.
+    explicit = {"root": node["root"]}
+    if SOURCE_CLASS[name] == "MedMNISTSource":
+        explicit.update(download=False, size=None, image_size=32)
+    assert {k: v for k, v in source.items() if k not in before} == explicit
+
+
+def _repeated(own: dict, base: dict, prefix: str = "") -> list[str]:
+    """Keys of ``own`` (recursively) that merely restate ``base``'s raw value."""
+    found = []
+    for key, value in own.items():
+        if key == "defaults" or key not in base:
+            continue
+        if isinstance(value, dict) and isinstance(base[key], dict):
+            found += _repeated(value, base[key], f"{prefix}{key}.")
+        elif value == base[key]:
+            found.append(prefix + key)
+    return found
+
+
+@pytest.mark.parametrize("name", DATA_CONFIGS)
+def test_data_configs_keep_only_what_differs_from_base(name: str) -> None:
+    raw = OmegaConf.to_container(OmegaConf.load(CONF_DATA / f"{name}.yaml"))
+    base = OmegaConf.to_container(OmegaConf.load(CONF_DATA / "_base.yaml"))
+    assert _repeated(raw, base) == [], f"conf/data/{name}.yaml repeats conf/data/_base.yaml"
+    # nih_all extends nih, which extends _base.
+    assert raw["defaults"] == (["nih"] if name == "nih_all" else ["_base", "_self_"])
+
+
+def test_root_and_download_overrides_reach_the_source() -> None:
+    node = compose_data("chestmnist", "data.root=/elsewhere", "data.download=true").data
+    assert node.root == node.source.root == "/elsewhere"
+    assert node.download is True and node.source.download is True
+    assert compose_data("nih", "data.root=/nih").data.source.root == "/nih"
+    assert compose_data("pneumoniamnist", "image_size=100").data.source.image_size == 100
+
+
+def test_download_on_a_config_without_it_says_medmnist(tmp_path: Path, tiny_nih: Path) -> None:
+    cfg = compose_data("nih", f"data.root={tiny_nih}", "data.download=true")
+    with pytest.raises(ValueError, match="data=chestmnist or data=pneumoniamnist"):
+        hydra.utils.instantiate(cfg.data).setup()
+
+
 @pytest.mark.parametrize(
     "name", ["nih", "chexpert", "pediatric", "folder", "chestmnist", "pneumoniamnist"]
 )
 def test_hydra_configs_instantiate(
     name: str, tmp_path: Path, tiny_nih: Path, tiny_chexpert: Path, medmnist_root: Path
 ) -> None:
-    data_cfg = OmegaConf.load(CONF_DATA / f"{name}.yaml")
-    cfg = OmegaConf.create(
-        {
-            "data": data_cfg,
-            "paths": {"data_dir": "/data", "cache_dir": str(tmp_path / "cache")},
-            "model": {"image_size": 32},
-            "seed": 5,
-        }
-    )
+    cfg = compose_data(name, cache_dir=str(tmp_path / "cache"))
     assert cfg.data._target_ == "dpglow.data.ChestXrayDataModule"
     assert cfg.data.root.startswith("/data/")
     assert cfg.data.image_size == 32 and cfg.data.seed == 5 and cfg.data.download is False
@@ -291,19 +415,58 @@ def test_hydra_configs_instantiate(
     dm = hydra.utils.instantiate(cfg.data)
     assert isinstance(dm, ChestXrayDataModule)
     dm.setup()
+    assert Path(dm.source.root) == Path(roots[name]).resolve()
     check_batch(next(iter(dm.train_dataloader())), 32, len(dm.pathologies))
 
 
 def test_pediatric_config_default_root(pediatric_dir: Path, tmp_path: Path) -> None:
-    cfg = OmegaConf.create(
-        {
-            "data": OmegaConf.load(CONF_DATA / "pediatric.yaml"),
-            "paths": {"data_dir": str(pediatric_dir.parent), "cache_dir": str(tmp_path)},
-            "model": {"image_size": 16},
-            "seed": 1,
-        }
+    cfg = compose_data(
+        "pediatric",
+        "image_size=16",
+        "seed=1",
+        "data.max_images=40",
+        data_dir=str(pediatric_dir.parent),
+        cache_dir=str(tmp_path),
     )
-    cfg.data.max_images = 40
     dm = hydra.utils.instantiate(cfg.data)
     dm.setup()
     assert dm.pathologies == ["Pneumonia"] and len(dm.splits) == 40
+
+
+@pytest.mark.parametrize(
+    ("task", "follows"),
+    [
+        ("train", "model.net.image_size"),
+        ("train_classifier", "model.image_size"),
+        ("evaluate", None),
+        ("fit_basis", None),
+    ],
+)
+def test_task_configs_name_the_resolution_image_size(task: str, follows: str | None) -> None:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DATA.parent)):
+        cfg = compose(task, overrides=["paths.data_dir=/data"])
+    expected = OmegaConf.select(cfg, follows) if follows else None
+    assert cfg.image_size == expected and cfg.data.get("image_size") == expected
+    if follows is None:  # set from the flow checkpoint: no dummy model node
+        assert "model" not in cfg
+        cfg.image_size = 48
+        assert cfg.data.image_size == 48
+
+
+def test_load_split_sets_image_size(tmp_path: Path, gray_images: list[Path]) -> None:
+    from dpglow.data.subsets import load_split
+
+    root = tmp_path / "folder"
+    root.mkdir()
+    for src in gray_images[:10]:
+        (root / src.name).write_bytes(src.read_bytes())
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DATA.parent)):
+        cfg = compose(
+            "evaluate",
+            overrides=["data=folder", f"data.root={root}", f"paths.cache_dir={tmp_path}"],
+        )
+    split = load_split(cfg, image_size=16, split="train")
+    assert cfg.image_size == 16 and "model" not in cfg
+    assert split.images.shape[1:] == (1, 16, 16) and len(split.images) == 8

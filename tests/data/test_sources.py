@@ -231,6 +231,23 @@ def test_medmnist_28px_file_name_and_missing_npz(
         MedMNISTSource("pathmnist", tmp_path / "mm")
 
 
+@pytest.mark.parametrize(
+    ("image_size", "size"), [(16, 28), (28, 28), (29, 64), (64, 64), (100, 128), (256, 224)]
+)
+def test_medmnist_size_chosen_from_image_size(tmp_path: Path, image_size: int, size: int) -> None:
+    # size=None: the smallest file not below image_size (nothing upsampled), else the largest.
+    assert MedMNISTSource("chestmnist", tmp_path, image_size=image_size).size == size
+    assert MedMNISTSource.size_for(image_size) == size
+
+
+def test_medmnist_explicit_size_wins_and_is_checked(tmp_path: Path) -> None:
+    assert MedMNISTSource("chestmnist", tmp_path, size=224, image_size=32).size == 224
+    with pytest.raises(ValueError, match=r"one of \(28, 64, 128, 224\)"):
+        MedMNISTSource("chestmnist", tmp_path, size=100)
+    with pytest.raises(ValueError, match=r"size .* or image_size"):
+        MedMNISTSource("chestmnist", tmp_path)
+
+
 def test_missing_root_raises_dataset_not_found(tmp_path: Path) -> None:
     for cls in (NIHSource, CheXpertSource, PediatricSource, FolderSource):
         with pytest.raises(DatasetNotFoundError) as err:

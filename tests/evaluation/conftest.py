@@ -47,9 +47,9 @@ def eval_models(tmp_path_factory) -> dict[str, Path]:
         cache,
         [
             "model=glow_32",
-            "model.num_levels=2",
-            "model.depth=2",
-            "model.hidden_channels=16",
+            "model.net.num_levels=2",
+            "model.net.depth=2",
+            "model.net.hidden_channels=16",
             "model.optimizer.lr=1e-3",
             "data.batch_size=8",
             "trainer.limit_train_batches=30",

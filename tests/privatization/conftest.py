@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import compose_run, tiny_overrides
 from dpglow.data import default_data_dir
-from dpglow.privatization.checkpoint import load_flow
+from dpglow.flow import load_flow
 
 
 @pytest.fixture(scope="session")
@@ -29,8 +29,8 @@ def trained_ckpt(tmp_path_factory) -> Path:
         [
             *tiny_overrides(tmp),
             "data=pediatric",
-            "model.depth=2",
-            "model.hidden_channels=16",
+            "model.net.depth=2",
+            "model.net.hidden_channels=16",
             "model.optimizer.lr=1e-3",
             "data.max_images=200",
             "data.batch_size=8",

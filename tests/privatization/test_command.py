@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import signal
 import stat
@@ -17,7 +18,7 @@ import torch
 from PIL import Image
 
 from conftest import ROOT, compose_run, run_entry
-from dpglow.privatization.checkpoint import CheckpointError, load_flow
+from dpglow.flow import CheckpointError, load_flow
 from dpglow.privatization.pipeline import SettingsMismatchError, privatize
 from privatization.conftest import write_dicom
 
@@ -29,7 +30,7 @@ def _manifest(out):
 
 def _args(ckpt, src, out, *extra):
     return [
-        f"ckpt_path={ckpt}",
+        f"flow.ckpt_path={ckpt}",
         f"input_dir={src}",
         f"output_dir={out}",
         "batch_size=4",
@@ -122,6 +123,45 @@ def test_refuses_output_inside_input(trained_ckpt, input_folder):
     assert not (input_folder / "private").exists()
 
 
+def test_deprecated_ckpt_path_maps_to_flow_ckpt_path(trained_ckpt, tmp_path, data_dir, caplog):
+    src = tmp_path / "few"
+    src.mkdir()
+    for path in sorted((data_dir / "pediatric_pneumonia224" / "images").glob("*.png"))[:2]:
+        os.symlink(path, src / path.name)
+
+    def compose(name: str, *overrides: str):
+        return compose_run(
+            "privatize",
+            [
+                f"input_dir={src}",
+                f"output_dir={tmp_path / name}",
+                "privacy=laplace_l1",
+                "noise_seed=0",
+                "trainer.accelerator=cpu",
+                "trainer.enable_progress_bar=false",
+                *overrides,
+            ],
+            tmp_path / f"{name}_run",
+        )
+
+    cfg = compose("old", f"ckpt_path={trained_ckpt}")
+    with caplog.at_level(logging.WARNING, logger="dpglow"):
+        counts, objects = privatize(cfg)
+    assert counts["ok"] == 2
+    assert cfg.flow.ckpt_path == str(trained_ckpt) and cfg.ckpt_path is None
+    sha256 = load_flow(trained_ckpt)[1]["sha256"]
+    assert objects["report"]["settings"]["checkpoint_sha256"] == sha256
+    assert any(
+        "ckpt_path= is deprecated" in r.message and "flow.ckpt_path=" in r.message
+        for r in caplog.records
+    )
+    # Both spellings naming different checkpoints: refused before anything is written.
+    both = compose("both", f"ckpt_path={trained_ckpt}", "flow.ckpt_path=other.ckpt")
+    with pytest.raises(ValueError, match=r"deprecated spelling of flow\.ckpt_path="):
+        privatize(both)
+    assert not (tmp_path / "both").exists()
+
+
 def test_killed_run_resumes_to_complete_valid_outputs(trained_ckpt, tmp_path, data_dir):
     src = tmp_path / "many"
     src.mkdir()
@@ -196,7 +236,7 @@ def test_sweep_over_epsilon_and_an_image_baseline(trained_ckpt, tmp_path, data_d
         os.symlink(path, src / path.name)
     sweep = tmp_path / "sweep"
     proc = run_entry(
-        "privatize.py", "-m", f"ckpt_path={trained_ckpt}", f"input_dir={src}",
+        "privatize.py", "-m", f"flow.ckpt_path={trained_ckpt}", f"input_dir={src}",
         "privacy=laplace_elementwise,dp_pix", "epsilon=1,inf", "noise_seed=0",
         "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}",
     )  # fmt: skip

@@ -31,7 +31,7 @@ def small_folder(tmp_path, data_dir):
 def _run(ckpt, src, out, *extra):
     return run_entry(
         "privatize.py",
-        f"ckpt_path={ckpt}",
+        f"flow.ckpt_path={ckpt}",
         f"input_dir={src}",
         f"output_dir={out}",
         "privacy=laplace_l1",

@@ -9,11 +9,10 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import compose_run
-from dpglow.flow import flatten_latents, to_flow_input
+from dpglow.flow import flatten_latents, load_flow, to_flow_input
 from dpglow.privacy import LaplaceL1, RandomizedResponse, noise_generator
 from dpglow.privatization import SubspacePrivatizer, build_privatizer
 from dpglow.privatization.basis import BasisError, fit_basis, load_basis
-from dpglow.privatization.checkpoint import load_flow
 from dpglow.privatization.fit import fit_and_save
 from dpglow.privatization.subspace import basis_file
 from privacy.audit import epsilon_lower_bound

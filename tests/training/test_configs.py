@@ -15,10 +15,13 @@ def test_model_configs_instantiate(compose_train, model):
     cfg = compose_train(f"model={model}", tiny_model=False)
     module = instantiate(cfg.model)
     assert isinstance(module, GlowModule)
-    assert module.net.image_size == cfg.model.image_size
-    assert len(module.net.levels) == cfg.model.num_levels
+    assert module.net.image_size == cfg.model.net.image_size
+    assert len(module.net.levels) == cfg.model.net.num_levels
     assert module.net.config["split_prior"] == "fixed"
-    assert module.net.config["depth"] == cfg.model.depth
+    assert module.net.config["depth"] == cfg.model.net.depth
+    # The flow's full config (plain data) is a hyperparameter: checkpoints rebuild it.
+    assert module.hparams.net == module.net.config
+    assert "optimizer" not in module.hparams and "scheduler" not in module.hparams
 
 
 @pytest.mark.slow
@@ -38,15 +41,16 @@ def test_glow_256_is_the_authors_configuration(compose_train):
 def test_data_configs_compose(compose_train, data):
     cfg = compose_train(f"data={data}")
     assert cfg.data._target_.endswith("ChestXrayDataModule")
-    assert cfg.data.image_size == cfg.model.image_size
+    assert cfg.data.image_size == cfg.model.net.image_size
 
 
 def test_experiment_configs_compose(compose_train):
     paper = compose_train("experiment=paper", tiny_model=False)
-    assert paper.model.image_size == 256 and paper.model.depth == 32
+    assert paper.model.net.image_size == 256 and paper.model.net.depth == 32
     assert paper.data.source._target_.endswith("NIHSource")
     long = compose_train("experiment=pediatric_64_long", tiny_model=False)
-    assert long.model.image_size == 64 and long.trainer.max_time == "00:01:00:00"
+    assert long.model.net.image_size == 64 and long.trainer.max_time == "00:01:00:00"
+    assert (long.model.net.depth, long.model.net.hidden_channels) == (16, 256)
 
 
 def test_data_dir_is_found_without_configuration(compose_train, data_dir):

@@ -62,7 +62,7 @@ def test_ddp_two_cpu_processes_agree_after_the_first_step(tmp_path):
     states = torch.load(ckpt, map_location="cpu", weights_only=True)["dpglow"]["noise_states"]
     assert states.shape[0] == 2 and not torch.equal(states[0], states[1])
     resumed = _train_ddp(
-        tmp_path, tmp_path / "resumed", "trainer.max_epochs=3", f"ckpt_path={ckpt}"
+        tmp_path, tmp_path / "resumed", "trainer.max_epochs=3", f"resume_from={ckpt}"
     )
     for rank, probe in enumerate(resumed):
         assert probe["noise_state_at_start"] == hashlib.sha256(states[rank].numpy()).hexdigest()

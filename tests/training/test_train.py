@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
+from functools import partial
 
 import pandas as pd
 import pytest
 import torch
 from omegaconf import open_dict
 
-from dpglow.flow import to_flow_input
+from dpglow.flow import Glow, to_flow_input
 from dpglow.training import GlowModule
 from dpglow.training.pipeline import train
 
@@ -51,7 +53,7 @@ def test_resume_continues_exactly(compose_train, tmp_path):
     first = _state(ckpt)
     assert first["global_step"] == 3
     resumed_cfg = compose_train(
-        *common, "trainer.max_epochs=2", f"ckpt_path={ckpt}", output_dir=tmp_path / "resumed"
+        *common, "trainer.max_epochs=2", f"resume_from={ckpt}", output_dir=tmp_path / "resumed"
     )
     _, objects = train(resumed_cfg)
     assert objects["trainer"].global_step == 6
@@ -74,19 +76,28 @@ def test_resume_continues_exactly(compose_train, tmp_path):
     assert not torch.equal(first_loc, torch.zeros_like(first_loc))
 
 
-def test_resume_refuses_another_architecture(compose_train, tmp_path):
+def test_resume_refuses_another_architecture(compose_train, tmp_path, caplog):
     first_cfg = compose_train("data=pediatric", output_dir=tmp_path / "first")
     train(first_cfg)
     ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    # The deprecated spelling ckpt_path= still resumes (hence the refusal), with a warning.
     other = compose_train(
         "data=pediatric",
-        "model.depth=2",
+        "model.net.depth=2",
         "trainer.max_epochs=2",
         f"ckpt_path={ckpt}",
         output_dir=tmp_path / "other",
     )
-    with pytest.raises((ValueError, RuntimeError), match=r"depth|size mismatch|Missing key"):
+    with (
+        caplog.at_level(logging.WARNING, logger="dpglow"),
+        pytest.raises((ValueError, RuntimeError), match=r"depth|size mismatch|Missing key"),
+    ):
         train(other)
+    assert other.resume_from == str(ckpt) and other.ckpt_path is None
+    assert any(
+        "ckpt_path= is deprecated" in r.message and "resume_from=" in r.message
+        for r in caplog.records
+    )
 
 
 def test_checkpoint_rebuilds_its_own_model(compose_train, tmp_path):
@@ -105,8 +116,8 @@ def test_trained_64px_model_inverts_to_float32_precision(compose_train, tmp_path
     cfg = compose_train(
         "data=pediatric",
         "model=glow_64",
-        "model.depth=2",
-        "model.hidden_channels=16",
+        "model.net.depth=2",
+        "model.net.hidden_channels=16",
         "model.optimizer.lr=1e-3",
         "model.scheduler.warmup_steps=5",
         "data.max_images=160",
@@ -135,7 +146,7 @@ def test_actnorm_initialised_from_first_batch_without_a_datamodule(tmp_path):
     images = torch.randint(0, 256, (16, 1, 16, 16), dtype=torch.uint8)
     loader = DataLoader([{"image": im} for im in images], batch_size=8)
     model = GlowModule(
-        image_size=16, num_levels=2, depth=1, hidden_channels=8, num_samples=0,
+        net=partial(Glow, image_size=16, num_levels=2, depth=1, hidden_channels=8), num_samples=0,
         optimizer=lambda params: torch.optim.Adam(params, lr=1e-4),
     )  # fmt: skip
     assert not model.net.actnorm_initialized()

@@ -4,17 +4,17 @@ and that unconditional checkpoints are read as before."""
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import pytest
 import torch
 
-from dpglow.flow import to_flow_input
-from dpglow.privatization.checkpoint import architecture, load_flow
+from dpglow.flow import Glow, architecture, load_flow, to_flow_input
 from dpglow.training import GlowModule
 from dpglow.training.conditioning import GRID_TAG, flow_labels, grid_labels
 from dpglow.training.pipeline import train
 
-TINY = dict(image_size=16, num_levels=2, depth=1, hidden_channels=8)
+TINY = partial(Glow, image_size=16, num_levels=2, depth=1, hidden_channels=8)
 
 # net_config of a checkpoint written before conditioning existed.
 OLD_NET_CONFIG = dict(
@@ -67,7 +67,7 @@ def test_nan_labels_count_as_absent_and_the_grid_pairs_zero_with_one_hot():
 
 def test_conditional_module_uses_the_batch_labels():
     torch.manual_seed(0)
-    module = GlowModule(**TINY, condition="labels", condition_pathologies=["A", "B"])
+    module = GlowModule(net=TINY, condition="labels", condition_pathologies=["A", "B"])
     images = torch.randint(0, 256, (4, 1, 16, 16), dtype=torch.uint8)
     module.net.initialize(to_flow_input(images))
     with torch.no_grad():
@@ -81,23 +81,24 @@ def test_conditional_module_uses_the_batch_labels():
     assert not torch.allclose(bpd_right, bpd_other)
     with pytest.raises(ValueError, match="'labels' entry"):
         module.labels({"image": images})
-    assert GlowModule(**TINY).labels({"image": images, "labels": labels}) is None
+    assert GlowModule(net=TINY).labels({"image": images, "labels": labels}) is None
 
 
 def test_unconditional_checkpoints_of_before_still_match_and_conditional_ones_do_not():
-    module = GlowModule(**TINY)
+    module = GlowModule(net=TINY)
     assert module.net.config == OLD_NET_CONFIG
     module.on_load_checkpoint({"dpglow": {"net_config": dict(OLD_NET_CONFIG)}})  # no error
-    conditional = GlowModule(**TINY, condition="labels", condition_pathologies=["Pneumonia"])
+    conditional = GlowModule(net=TINY, condition="labels", condition_pathologies=["Pneumonia"])
     with pytest.raises(ValueError, match="num_conditions"):
         conditional.on_load_checkpoint({"dpglow": {"net_config": dict(OLD_NET_CONFIG)}})
     saved = {"net_config": dict(conditional.net.config), "condition_pathologies": ["Effusion"]}
     with pytest.raises(ValueError, match="conditioned on"):
         conditional.on_load_checkpoint({"dpglow": saved})
-    # architecture(): a model config (condition_split_priors: false, no num_conditions) matches
+    # architecture(): a model.net node (condition_split_priors: false, no num_conditions) matches
     # an unconditional net_config exactly as before; a conditional net_config keeps its keys.
     old_arch = {k: v for k, v in OLD_NET_CONFIG.items() if k != "decode_bound"}
-    model_cfg = {**old_arch, "condition": "none", "condition_split_priors": False}
-    assert architecture(model_cfg) == architecture(OLD_NET_CONFIG) == old_arch
+    net_cfg = {"_target_": "dpglow.flow.Glow", "_partial_": True, **old_arch}
+    net_cfg["condition_split_priors"] = False
+    assert architecture(net_cfg) == architecture(OLD_NET_CONFIG) == OLD_NET_CONFIG
     assert architecture(conditional.net.config)["num_conditions"] == 1
     assert "condition_split_priors" in architecture(conditional.net.config)

@@ -152,7 +152,7 @@ class ClassifierModule(pl.LightningModule):
         self._collect("test", batch)
 
     def _log_aucs(self, stage: str) -> None:
-        from dpglow.evaluation.metrics import auc_per_pathology, mean_auc
+        from dpglow.metrics import auc_per_pathology, mean_auc
 
         outputs = self._outputs.pop(stage, [])
         if not outputs:

@@ -1,6 +1,7 @@
 """Chest X-ray data: sources, image decoding, patient-grouped splits, cache and datamodule.
 
-Importing this package registers the ``${dpglow_data_dir:}`` OmegaConf resolver.
+Importing this package registers the OmegaConf resolvers of ``conf/paths`` (``${dpglow_data_dir:}``,
+``${dpglow_root:}``).
 """
 
 from dpglow.data.datamodule import ChestXrayDataModule

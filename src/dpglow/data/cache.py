@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,7 @@ from tqdm.auto import tqdm
 
 from dpglow.data.io import PREPROCESS_VERSION, read_image
 from dpglow.data.paths import DataFormatError
+from dpglow.utils.files import atomic_save
 
 log = logging.getLogger(__name__)
 
@@ -97,16 +97,7 @@ class ImageCache:
         return data if ok else None
 
     def _save(self, data: dict) -> None:
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=self.path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(data, fh)
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache may be shared by a group
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_save(data, self.path)
 
     def _decode(self, paths: Sequence[str]) -> tuple[torch.Tensor, np.ndarray, dict[str, str]]:
         """Decode ``paths`` into a preallocated ``[N,1,S,S]`` tensor (no second full copy)."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -19,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from dpglow.data.cache import ImageCache
 from dpglow.data.io import center_crop_resize
 from dpglow.data.paths import NO_DATA_DIR, DatasetNotFoundError, not_found_message
-from dpglow.data.sources import MedMNISTSource, RecordSource
+from dpglow.data.sources import RecordSource
 from dpglow.data.splits import SPLITS, make_splits
 
 log = logging.getLogger(__name__)
@@ -72,9 +70,13 @@ class EpochSeededSampler(Sampler[int]):
 class ChestXrayDataModule(pl.LightningDataModule):
     """Records -> patient-grouped splits -> decoded uint8 tensors ``[N, 1, S, S]`` in memory.
 
-    ``source`` is a partial of a source class (Hydra ``_partial_: true``), completed here with
-    ``root`` (and ``download`` / ``size`` for MedMNIST). Batches are dicts with ``image`` uint8
-    ``[B,1,S,S]``, ``labels`` float32 ``[B,P]`` (NaN = unknown) and ``index`` int64 ``[B]``.
+    ``source`` is a partial of a source class (Hydra ``_partial_: true``) holding all its
+    arguments, ``root`` included (the data configs give it ``root: ${..root}``, and MedMNIST's
+    ``download: ${..download}``); it is called as configured. ``root`` and ``download`` are the
+    user's ``data.root`` / ``data.download``: a missing ``root`` fails here with instructions,
+    and ``download=True`` needs a source that takes ``download``. Batches are dicts with
+    ``image`` uint8 ``[B,1,S,S]``, ``labels`` float32 ``[B,P]`` (NaN = unknown) and ``index``
+    int64 ``[B]``.
     """
 
     def __init__(
@@ -125,45 +127,27 @@ class ChestXrayDataModule(pl.LightningDataModule):
         self._datasets: dict[str, ChestXrayDataset] = {}
 
     # ----------------------------------------------------------------- building
-    def _source_kwargs(self) -> dict[str, Any]:
-        func = (
-            self.source_factory.func
-            if isinstance(self.source_factory, functools.partial)
-            else self.source_factory
-        )
-        given = (
-            self.source_factory.keywords
-            if isinstance(self.source_factory, functools.partial)
-            else {}
-        )
-        params = inspect.signature(func).parameters
-        kwargs: dict[str, Any] = {"root": self.root}
-        if "download" in params:
-            kwargs["download"] = self.download
-        elif self.download:
-            raise ValueError(
-                f"data.download=true is only supported for MedMNIST sources, not {func.__name__}; "
-                "use data=chestmnist or data=pneumoniamnist."
-            )
-        if "size" in params and "size" not in given:
-            # MedMNIST ships 28/64/128/224: take the smallest that is not upsampled.
-            sizes = MedMNISTSource.available_sizes
-            kwargs["size"] = next((s for s in sizes if s >= self.image_size), sizes[-1])
-        return kwargs
-
     def _build_source(self) -> RecordSource:
         if self.source is None:
-            kwargs = self._source_kwargs()
-            if NO_DATA_DIR in self.root and self.download and "download" in kwargs:
+            configured = getattr(self.source_factory, "keywords", {})
+            if self.download and "download" not in configured:
+                name = getattr(self.source_factory, "func", self.source_factory).__name__
+                raise ValueError(
+                    f"data.download=true is only supported for MedMNIST sources, not {name}; "
+                    "use data=chestmnist or data=pneumoniamnist."
+                )
+            if NO_DATA_DIR in self.root and self.download:
                 # No data folder anywhere: download into medmnist's own default folder rather
                 # than a literal "<no-data-dir>" folder under the working directory.
-                kwargs["root"] = str(Path("~/.medmnist").expanduser())
-                log.info("no data folder found; downloading MedMNIST into %s", kwargs["root"])
+                root = str(Path("~/.medmnist").expanduser())
+                log.info("no data folder found; downloading MedMNIST into %s", root)
+                self.source = self.source_factory(root=root)
             elif NO_DATA_DIR in self.root or not (
                 self.download or Path(self.root).expanduser().is_dir()
             ):
                 raise DatasetNotFoundError(not_found_message(self.root))
-            self.source = self.source_factory(**kwargs)
+            else:
+                self.source = self.source_factory()
         return self.source
 
     def prepare_data(self) -> None:

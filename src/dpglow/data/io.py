@@ -22,6 +22,8 @@ from dpglow.data.paths import DataFormatError
 PREPROCESS_VERSION = "v1"
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
+# Every file name ending dpglow reads as an image (compared lower-cased).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", *DICOM_SUFFIXES)
 # 10,000 x 10,000: far above any radiograph (~3000 x 3000), low enough that decoding stays
 # within about 1 GB. Raise it (``max_pixels=``) only where the machine has the memory.
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -101,7 +103,7 @@ def has_dicom_marker(path: str | os.PathLike[str]) -> bool:
     return len(head) == 132 and head[128:] == b"DICM"
 
 
-def _is_dicom(path: Path) -> bool:
+def is_dicom(path: Path) -> bool:
     # Many DICOM exports have no suffix: those are recognised by their marker.
     return path.suffix.lower() in DICOM_SUFFIXES or has_dicom_marker(path)
 
@@ -201,7 +203,7 @@ def decode_gray(
     """
     path, max_pixels = Path(path), check_max_pixels(max_pixels)
     try:
-        return _read_dicom(path, max_pixels) if _is_dicom(path) else _read_pil(path, max_pixels)
+        return _read_dicom(path, max_pixels) if is_dicom(path) else _read_pil(path, max_pixels)
     except (DataFormatError, FileNotFoundError):
         raise
     except NonFinitePixelsError as exc:

@@ -50,9 +50,20 @@ def _resolve_data_dir() -> str:
     return NO_DATA_DIR if found is None else str(found)
 
 
+def project_root() -> Path:
+    """The checkout holding ``conf/`` when dpglow runs from its source tree, else the cwd."""
+    if (REPO_ROOT / "conf" / "train.yaml").is_file() and (REPO_ROOT / "pyproject.toml").is_file():
+        return REPO_ROOT
+    return Path.cwd()
+
+
 def register_resolvers() -> None:
-    """Register ``${dpglow_data_dir:}`` for Hydra/OmegaConf configs (idempotent)."""
+    """Register the resolvers of ``conf/paths``: ``${dpglow_data_dir:}`` (:func:`default_data_dir`)
+    and ``${dpglow_root:}`` (:func:`project_root`). Idempotent."""
     OmegaConf.register_new_resolver("dpglow_data_dir", _resolve_data_dir, replace=True)
+    OmegaConf.register_new_resolver(
+        "dpglow_root", lambda: str(project_root()), replace=True, use_cache=True
+    )
 
 
 def not_found_message(root: str | os.PathLike[str], what: str = "dataset root") -> str:

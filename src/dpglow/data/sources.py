@@ -370,9 +370,12 @@ class MedMNISTSource(RecordSource):
     """ChestMNIST / PneumoniaMNIST from MedMNIST's ``<flag>[_<size>].npz`` (array-backed).
 
     Loads offline from an existing .npz through the ``medmnist`` package; ``download=True``
-    uses medmnist's own downloader when the file is absent. ``path`` is None and image ids are
-    ``<split>_<index>``. MedMNIST ships no patient ids, so each image is its own patient; its
-    official split (patient-disjoint for ChestMNIST, per NIH) is kept as ``official_split``.
+    uses medmnist's own downloader when the file is absent. ``size`` is the file's resolution
+    (one of ``available_sizes``); ``size=None`` takes the smallest not below ``image_size``
+    (the resolution the images are read at), so nothing is upsampled. ``path`` is None and
+    image ids are ``<split>_<index>``. MedMNIST ships no patient ids, so each image is its own
+    patient; its official split (patient-disjoint for ChestMNIST, per NIH) is kept as
+    ``official_split``.
     """
 
     pathologies_by_flag: ClassVar[dict[str, list[str]]] = {
@@ -385,11 +388,19 @@ class MedMNISTSource(RecordSource):
         self,
         flag: str = "chestmnist",
         root: str | os.PathLike[str] = "~/.medmnist",
-        size: int = 64,
+        size: int | None = None,
         download: bool = False,
+        image_size: int | None = None,
     ) -> None:
         if flag not in self.pathologies_by_flag:
             raise ValueError(f"flag must be one of {list(self.pathologies_by_flag)}, got {flag!r}")
+        if size is None:
+            if image_size is None:
+                raise ValueError(
+                    f"MedMNIST needs size (one of {self.available_sizes}) or image_size (the "
+                    "resolution the images are read at, to choose the size from)"
+                )
+            size = self.size_for(image_size)
         if size not in self.available_sizes:
             raise ValueError(f"MedMNIST size must be one of {self.available_sizes}, got {size}")
         if download:
@@ -399,6 +410,11 @@ class MedMNISTSource(RecordSource):
         self.name = flag
         self.pathologies = list(self.pathologies_by_flag[flag])
         self._arrays: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def size_for(cls, image_size: int) -> int:
+        """The smallest MedMNIST size not below ``image_size`` (the largest when all are)."""
+        return next((s for s in cls.available_sizes if s >= image_size), cls.available_sizes[-1])
 
     @property
     def npz_path(self) -> Path:

@@ -32,10 +32,9 @@ class LabelledImages:
 def load_split(cfg: DictConfig, *, image_size: int, split: str, limit: int | None = None):
     """Split ``split`` of ``cfg.data`` at ``image_size``: all its images, or a seeded subset of
     ``limit`` (seeded by ``cfg.seed``), in the split's order. ``cfg`` is a task's root config
-    (its data node interpolates ``model.image_size``, which is set here)."""
+    (its data node interpolates ``image_size``, which is set here)."""
     with open_dict(cfg):
-        cfg.model = cfg.get("model") or {}
-        cfg.model.image_size = image_size
+        cfg.image_size = image_size
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("test")

@@ -10,15 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
-from dpglow.data.subsets import tensor_digest  # noqa: F401  (re-exported)
+from dpglow.data.subsets import LabelledImages, tensor_digest
+from dpglow.utils.files import atomic_save
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +52,6 @@ def store(cache_dir: str | Path | None, kind: str, key: str, value: dict) -> Non
     atomic_save(value, Path(cache_dir) / kind / f"{key}.pt")
 
 
-def atomic_save(value: Any, path: Path) -> None:
-    """``torch.save`` to a temporary beside ``path``, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(value, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def cached(cache_dir: str | Path | None, kind: str, key: str, make: Callable[[], dict]) -> dict:
     """Load ``<cache_dir>/<kind>/<key>.pt`` or make it, write it atomically and return it."""
     value = load_cached(cache_dir, kind, key)
@@ -72,3 +59,26 @@ def cached(cache_dir: str | Path | None, kind: str, key: str, make: Callable[[],
         value = make()
         store(cache_dir, kind, key, value)
     return value
+
+
+def cache_keys(
+    cfg: DictConfig, images: LabelledImages, clf_info: dict, flow, flow_info: dict, privatizer
+) -> tuple[str, str]:
+    """(key of the originals' scores and embeddings, key of the privatized set): each hashes
+    everything its tensors depend on, so a sweep computes each once."""
+    images_key = tensor_digest(images.images)
+    # (The "p2" tag keeps caches written before that entry existed from being read.)
+    originals = key_of([clf_info["sha256"], images_key, "p2"])
+    noise_seed = cfg.get("noise_seed")
+    private = key_of(
+        {
+            "flow": flow_info["sha256"] if privatizer.needs_flow else flow.image_size,
+            "privatizer": privatizer.describe(),
+            "privacy": OmegaConf.to_container(cfg.privacy, resolve=True),
+            "noise_seed": noise_seed,
+            # Seeded noise is drawn per fixed batch of the images.
+            "noise": "per batch" if noise_seed is None else f"per batch of {cfg.eval.batch_size}",
+            "images": images_key,
+        }
+    )
+    return originals, private

@@ -4,52 +4,48 @@ choose a mechanism and the levels to privatize."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
-
 from dpglow.flow import Glow
-from dpglow.privacy import (
-    DPPix,
-    GaussianL2,
-    LaplaceElementwise,
-    LaplaceL1,
-    PixelLaplace,
-    noise_generator,
-)
+from dpglow.privacy import DPPix, GaussianL2, LaplaceElementwise, LaplaceL1, Mechanism, PixelLaplace
 
 
 def noise_scale_rows(
     flow: Glow, *, epsilons: Sequence[float], delta: float = 1e-6, dp_pix_cell: int = 16
 ) -> list[dict[str, Any]]:
     """One row per (mechanism, levels): noise scale per element (Laplace b or Gaussian sigma) at
-    each per-image epsilon, from the mechanisms' own calibration (a zero input through each).
-    Latent noise is in units of the N(0, 1) latent; pixel noise in units of the [0, 1] range."""
-    generator, _ = noise_generator()
+    each per-image epsilon, from the mechanisms' own calibration (:meth:`Mechanism.record` for
+    one image of the flow's latent or pixel shape; nothing is sampled). Latent noise is in units
+    of the N(0, 1) latent; pixel noise in units of the [0, 1] range."""
     d_all = flow.num_dims
     d_coarse = math.prod(flow.latent_shapes[-1])
-    size = flow.image_size
+    pixels = (1, flow.image_size, flow.image_size)
     rows = []
 
-    def row(name: str, levels: str, d: int, make, shape) -> None:
+    def row(name: str, levels: str, d: int, make: Callable[[float], Mechanism], shape) -> None:
         entry: dict[str, Any] = {"mechanism": name, "levels": levels, "d": d}
         for eps in epsilons:
-            _, record = make(eps)(torch.zeros(shape), generator=generator)
-            entry[f"eps={eps:g}"] = record.noise_scale
+            entry[f"eps={eps:g}"] = make(eps).record(shape).noise_scale
         rows.append(entry)
 
     for levels, d in (("all", d_all), ("coarsest", d_coarse)):
-        row("laplace_elementwise", levels, d, lambda e: LaplaceElementwise(epsilon=e), (1, d))
-        row("laplace_l1", levels, d, lambda e: LaplaceL1(epsilon=e), (1, d))
-        row("gaussian_l2", levels, d, lambda e: GaussianL2(epsilon=e, delta=delta), (1, d))
-    row("pixel_laplace", "pixels", d_all, lambda e: PixelLaplace(epsilon=e), (1, 1, size, size))
-    cells = (size // dp_pix_cell) ** 2
+        row("laplace_elementwise", levels, d, lambda e: LaplaceElementwise(epsilon=e), (d,))
+        row("laplace_l1", levels, d, lambda e: LaplaceL1(epsilon=e), (d,))
+        row("gaussian_l2", levels, d, lambda e: GaussianL2(epsilon=e, delta=delta), (d,))
+    row("pixel_laplace", "pixels", d_all, lambda e: PixelLaplace(epsilon=e), pixels)
+    cells = (flow.image_size // dp_pix_cell) ** 2
     row(
         f"dp_pix (cell {dp_pix_cell})",
         "pixels",
         cells,
         lambda e: DPPix(epsilon=e, cell=dp_pix_cell),
-        (1, 1, size, size),
+        pixels,
     )
     return rows
+
+
+def scale_cell(value: Any) -> str:
+    """A noise-table cell: a float to 3 significant digits without an exponent below 1e6
+    (``24576.0`` -> ``24600``), anything else as ``str``."""
+    return f"{float(f'{value:.3g}'):g}" if isinstance(value, float) else str(value)

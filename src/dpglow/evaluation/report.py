@@ -16,7 +16,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from PIL import Image
 
-from dpglow.evaluation.run import ORIGINALS_FILE, ROW_FILE, SAMPLES_FILE
+from dpglow.evaluation.layout import CACHE_DIR, ORIGINALS_FILE, ROW_FILE, SAMPLES_FILE
+from dpglow.utils.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -28,20 +29,36 @@ ORIGINAL = "original (no privacy)"
 # Settings that, when they vary within a sweep, name separate lines of the plot.
 SERIES_KEYS = (
     "levels", "postprocess", "temperature", "cell", "accounting", "radius", "basis", "k",
-    "label_fraction", "labeler", "flow_depth", "flow_width", "flow_ckpt", "classifier", "data",
+    "label_fraction", "labeler", "flow_depth", "flow_hidden_channels", "flow_ckpt", "classifier",
+    "data",
 )  # fmt: skip
 MD_COLUMNS = (
-    ("mechanism", "mechanism"), ("series", "setting"), ("eps_per_image", "eps/image"),
-    ("eps_per_element", "eps/element"), ("eps_label", "eps labels"), ("eps_latent", "eps image"),
+    ("mechanism", "mechanism"), ("series", "setting"), ("epsilon_per_image", "eps/image"),
+    ("epsilon_per_element", "eps/element"), ("epsilon_label", "eps labels"),
+    ("epsilon_latent", "eps image"),
     ("d", "d"), ("u1/auc_priv_mean", "AUC"),
     ("u1/retention", "retention"), ("p1/pixel_top1", "link@1 px"),
     ("p1/embed_top1", "link@1 emb"), ("p1/embed_top5", "link@5 emb"),
     ("p1/chance_top1", "chance@1"), ("p2/embed_top1", "re-id@1"),
     ("p2/constant_top1", "const@1"), ("p2/embed_map", "re-id mAP"),
     ("p2/chance_map", "chance mAP"), ("fid/psnr", "PSNR"), ("fid/ssim", "SSIM"),
-    ("fid/frechet", "FD emb"), ("u2/auc_train_priv_mean", "U2 AUC"),
+    ("fid/frechet", "FD emb"), ("realism/auc", "real AUC"),
+    ("realism/prior_auc", "prior real AUC"), ("realism/control_auc", "real-real AUC"),
+    ("u2/auc_train_priv_mean", "U2 AUC"),
     ("u2/retention", "U2 retention"),
 )  # fmt: skip
+
+
+# Row columns renamed in 0.2 (one name per concept: the record's epsilon_*, Glow's argument
+# names); rows written before are read under the new names, for one release.
+RENAMED = {
+    "eps_per_image": "epsilon_per_image",
+    "eps_per_element": "epsilon_per_element",
+    "eps_label": "epsilon_label",
+    "eps_latent": "epsilon_latent",
+    "flow_levels": "flow_num_levels",
+    "flow_width": "flow_hidden_channels",
+}
 
 
 class NoRowsError(FileNotFoundError):
@@ -56,7 +73,7 @@ def load_rows(sweep_dir: str | Path) -> pd.DataFrame:
     # Job folders are Hydra's job numbers, or any nesting (e.g. hydra.sweep.subdir set to
     # ${hydra.job.override_dirname}); numbered jobs sort numerically.
     paths = sorted(
-        (p for p in sweep_dir.rglob(ROW_FILE) if "cache" not in p.relative_to(sweep_dir).parts),
+        (p for p in sweep_dir.rglob(ROW_FILE) if CACHE_DIR not in p.relative_to(sweep_dir).parts),
         key=lambda p: (len(p.parts), len(str(p)), str(p)),
     )
     if not paths:
@@ -65,11 +82,21 @@ def load_rows(sweep_dir: str | Path) -> pd.DataFrame:
             "`python src/evaluate.py -m ...` sweep (outputs/evaluate/multiruns/<date>_<time>) "
             "or of a single run"
         )
-    rows = []
+    rows, renamed = [], set()
     for path in paths:
         row = json.loads(path.read_text())
+        renamed.update(old for old in RENAMED if old in row)
+        row = {RENAMED.get(key, key): value for key, value in row.items()}
         row["job"] = str(path.parent.relative_to(sweep_dir)) if path.parent != sweep_dir else "."
         rows.append(row)
+    if renamed:
+        log.warning(
+            "rows under %s use old column names (%s); read as %s. Re-run the jobs to write the "
+            "new names: the old ones are read only until the next release.",
+            sweep_dir,
+            ", ".join(sorted(renamed)),
+            ", ".join(RENAMED[old] for old in sorted(renamed)),
+        )
     return pd.DataFrame(rows)
 
 
@@ -108,8 +135,8 @@ def _original_rows(frame: pd.DataFrame) -> pd.DataFrame:
         row.update(
             mechanism=ORIGINAL,
             series="",
-            eps_per_image=math.inf,
-            eps_per_element=math.inf,
+            epsilon_per_image=math.inf,
+            epsilon_per_element=math.inf,
             n_images=first.get("n_images"),
             private=False,
         )
@@ -139,7 +166,7 @@ def merge(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows sorted by mechanism, setting and per-image epsilon, with the baseline on top."""
     frame = frame.copy()
     frame["series"] = _series(frame)
-    frame = frame.sort_values(["mechanism", "series", "eps_per_image"], kind="stable")
+    frame = frame.sort_values(["mechanism", "series", "epsilon_per_image"], kind="stable")
     return pd.concat([_original_rows(frame), frame], ignore_index=True)
 
 
@@ -159,23 +186,22 @@ def _fmt(value: Any) -> str:
 
 def markdown(frame: pd.DataFrame) -> str:
     columns = [(c, h) for c, h in MD_COLUMNS if c in frame and frame[c].notna().any()]
-    lines = [
-        "| " + " | ".join(h for _, h in columns) + " |",
-        "|" + "|".join("---" for _ in columns) + "|",
-    ]
-    for _, row in frame.iterrows():
-        lines.append("| " + " | ".join(_fmt(row[c]) for c, _ in columns) + " |")
+    rows = [{h: row[c] for c, h in columns} for _, row in frame.iterrows()]
+    table = markdown_table(rows, columns=[h for _, h in columns], fmt=_fmt)
     n = frame["n_images"].dropna()
     note = (
         f"\n{int(n.iloc[0])} test images. retention = (AUC_priv - 0.5) / (AUC_orig - 0.5); "
         "link@k: privatized image's own original among the k nearest originals (pixel L2 / "
         "classifier-embedding cosine); re-id: another image of the same patient ranked first / "
         "mean average precision (const@1: what a fixed ranking scores, i.e. the largest patient's "
-        "share of the queries); FD emb: Frechet distance in the classifier's embedding.\n"
+        "share of the queries); FD emb: Frechet distance in the classifier's embedding; real AUC: "
+        "a fixed discriminator's cross-validated AUC for released vs original images (prior: "
+        "the flow's prior samples vs originals; real-real: two halves of the originals, the "
+        "chance level), 0.5 = indistinguishable.\n"
         if len(n)
         else ""
     )
-    return "\n".join(lines) + "\n" + note
+    return table + "\n" + note
 
 
 def plot(frame: pd.DataFrame, path: Path) -> bool:
@@ -186,7 +212,7 @@ def plot(frame: pd.DataFrame, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = frame[(frame["mechanism"] != ORIGINAL) & np.isfinite(frame["eps_per_image"])]
+    rows = frame[(frame["mechanism"] != ORIGINAL) & np.isfinite(frame["epsilon_per_image"])]
     if rows.empty:
         log.info("no finite-epsilon rows: no privacy-utility plot")
         return False
@@ -196,16 +222,20 @@ def plot(frame: pd.DataFrame, path: Path) -> bool:
         (axes[1], "p1/embed_top1", "linkage top-1 (P1, embedding; dotted: pixel)"),
     ]
     for (mechanism, series), group in rows.groupby(["mechanism", "series"], sort=True):
-        group = group.sort_values("eps_per_image")
+        group = group.sort_values("epsilon_per_image")
         label = mechanism + (f" ({series})" if series else "")
-        line = axes[0].plot(group["eps_per_image"], group["u1/retention"], "o-", label=label)[0]
-        axes[1].plot(group["eps_per_image"], group["p1/embed_top1"], "o-", color=line.get_color())
-        axes[1].plot(group["eps_per_image"], group["p1/pixel_top1"], ":", color=line.get_color())
+        line = axes[0].plot(group["epsilon_per_image"], group["u1/retention"], "o-", label=label)[0]
+        axes[1].plot(
+            group["epsilon_per_image"], group["p1/embed_top1"], "o-", color=line.get_color()
+        )
+        axes[1].plot(
+            group["epsilon_per_image"], group["p1/pixel_top1"], ":", color=line.get_color()
+        )
     axes[0].axhline(1.0, color="grey", ls="--", lw=1, label="no privacy")
     axes[0].axhline(0.8, color="grey", ls=":", lw=1)
     if len(rows):
         axes[1].axhline(rows["p1/chance_top1"].iloc[0], color="grey", ls="--", lw=1, label="chance")
-    low, high = rows["eps_per_image"].min(), rows["eps_per_image"].max()
+    low, high = rows["epsilon_per_image"].min(), rows["epsilon_per_image"].max()
     for ax, _, title in panels:
         ax.set_xscale("log")
         ax.set_xlim(low / 1.5, high * 1.5)
@@ -235,12 +265,14 @@ def image_grid(frame: pd.DataFrame, sweep_dir: Path, path: Path) -> bool:
     rows = frame[frame["mechanism"] != ORIGINAL]
     blocks = []
     for (mechanism, series), group in rows.groupby(["mechanism", "series"], sort=True):
-        group = group.sort_values("eps_per_image")
+        group = group.sort_values("epsilon_per_image")
         strips = []
         for _, row in group.iterrows():
             job = sweep_dir / row["job"]
             if (job / SAMPLES_FILE).is_file():
-                strips.append((row["eps_per_image"], np.asarray(Image.open(job / SAMPLES_FILE))))
+                strips.append(
+                    (row["epsilon_per_image"], np.asarray(Image.open(job / SAMPLES_FILE)))
+                )
         first = sweep_dir / group.iloc[0]["job"] / ORIGINALS_FILE
         if strips and first.is_file():
             label = mechanism + (f"\n{series}" if series else "")

@@ -21,8 +21,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dpglow.evaluation.artifacts import atomic_save
-from dpglow.privatization.module import PrivatizeModule
+from dpglow.privatization import PrivatizeModule
+from dpglow.utils.files import atomic_save
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from dpglow.data.subsets import load_split
-from dpglow.evaluation import metrics as M
-from dpglow.evaluation.artifacts import cached, key_of, tensor_digest
+from dpglow import metrics as M
+from dpglow.data.subsets import load_split, tensor_digest
+from dpglow.evaluation.artifacts import cached, key_of
+from dpglow.evaluation.shards import privatize_in_batches
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,6 @@ def u2(
 ) -> dict[str, float]:
     """The U2 columns: AUC on original test images of classifiers trained on private vs original
     training images, and the retention between them."""
-    from dpglow.evaluation.shards import privatize_in_batches
-
     settings = cfg.eval.u2
     train = load_split(
         cfg, image_size=test.images.shape[-1], split="train", limit=settings.get("max_images")

@@ -1,6 +1,14 @@
-"""The Glow normalizing flow: invertible layers, the multi-scale model, latent and bit helpers."""
+"""The Glow normalizing flow: invertible layers, the multi-scale model, latent and bit helpers,
+and its checkpoint format."""
 
 from dpglow.flow.actnorm import ActNorm
+from dpglow.flow.checkpoint import (
+    CHECKPOINT_KEY,
+    CheckpointError,
+    architecture,
+    file_sha256,
+    load_flow,
+)
 from dpglow.flow.conditioning import LabelPrior
 from dpglow.flow.coupling import AffineCoupling, ZeroConv2d
 from dpglow.flow.glow import FlowStep, Glow, Level, squeeze, unsqueeze
@@ -9,17 +17,22 @@ from dpglow.flow.latents import flatten_latents, level_slices, unflatten_latents
 from dpglow.flow.quantize import bits_per_dim, to_flow_input, to_uint8
 
 __all__ = [
+    "CHECKPOINT_KEY",
     "ActNorm",
     "AffineCoupling",
+    "CheckpointError",
     "FlowStep",
     "Glow",
     "InvConv2dLU",
     "LabelPrior",
     "Level",
     "ZeroConv2d",
+    "architecture",
     "bits_per_dim",
+    "file_sha256",
     "flatten_latents",
     "level_slices",
+    "load_flow",
     "squeeze",
     "to_flow_input",
     "to_uint8",

@@ -14,8 +14,15 @@ loop, for ``privatize.py`` and ``evaluate.py`` alike.
 """
 
 from dpglow.privatization.base import Privatizer, check_images
-from dpglow.privatization.build import PrivacyConfigError, accepted_keys, build_privatizer
+from dpglow.privatization.build import (
+    PrivacyConfigError,
+    accepted_keys,
+    build_privatizer,
+    privatizer_class,
+)
+from dpglow.privatization.fit import ensure_basis, fit_basis
 from dpglow.privatization.image import ImagePrivatizer
+from dpglow.privatization.module import PrivatizeModule
 from dpglow.privatization.privatizer import DPGlowPrivatizer, resolve_levels
 from dpglow.privatization.reference import PriorSamples, public_record
 from dpglow.privatization.subspace import SubspacePrivatizer
@@ -25,11 +32,15 @@ __all__ = [
     "ImagePrivatizer",
     "PriorSamples",
     "PrivacyConfigError",
+    "PrivatizeModule",
     "Privatizer",
     "SubspacePrivatizer",
     "accepted_keys",
     "build_privatizer",
     "check_images",
+    "ensure_basis",
+    "fit_basis",
+    "privatizer_class",
     "public_record",
     "resolve_levels",
 ]

@@ -75,7 +75,7 @@ def build_privatizer(
     if cls.needs_flow and flow is None:
         raise PrivacyConfigError(
             f"{cls.__name__} works in a flow's latent space: pass a trained flow checkpoint "
-            "(ckpt_path=<run>/checkpoints/last.ckpt)"
+            "(flow.ckpt_path=<run>/checkpoints/last.ckpt)"
         )
     available = {
         "flow": flow,

@@ -17,23 +17,18 @@ import stat
 import unicodedata
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
-from dpglow.data.io import DICOM_SUFFIXES, _is_dicom, has_dicom_marker
+from dpglow.data.io import IMAGE_SUFFIXES, has_dicom_marker, is_dicom
+from dpglow.utils.files import atomic_write_bytes
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", *DICOM_SUFFIXES)
-TEMP_PREFIX = ".dpglow-"
 MANIFEST = "manifest.csv"
 REPORT = "privacy_report.json"
 _TOKEN = re.compile(r"[0-9a-f]{16}")
-# Text files this tool writes keep any file name byte for byte (names that are not UTF-8 are
-# read as surrogate escapes and written back as the same bytes).
-TEXT = {"encoding": "utf-8", "errors": "surrogateescape", "newline": ""}
 
 
 class InputEntry(NamedTuple):
@@ -199,7 +194,7 @@ def is_done(output_dir: Path, entry: InputEntry, *, dicom_output: bool) -> bool:
     target = output_dir / entry.output
     if not target.is_file():
         return False
-    return not (dicom_output and _is_dicom(entry.path)) or target.with_suffix(".dcm").is_file()
+    return not (dicom_output and is_dicom(entry.path)) or target.with_suffix(".dcm").is_file()
 
 
 def check_token(run_token: str) -> str:
@@ -212,36 +207,10 @@ def new_run_token() -> str:
     return secrets.token_hex(8)
 
 
-@contextmanager
-def atomic_writer(path: Path, mode: str = "w", *, run_token: str) -> Iterator[IO]:
-    """A file handle on a temporary file beside ``path`` (named with ``run_token``) that is
-    fsynced and renamed over ``path`` when the block ends (and removed if it raises): written as
-    it goes, never partial. Created with mode 0666 minus the umask, like any other file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f"{TEMP_PREFIX}{check_token(run_token)}-{secrets.token_hex(4)}.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    fd = os.open(tmp, flags, 0o666)
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else TEXT)) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes, *, run_token: str) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename over it."""
-    with atomic_writer(path, "wb", run_token=run_token) as fh:
-        fh.write(data)
-
-
 def atomic_write_png(path: Path, image: np.ndarray, *, run_token: str) -> None:
     buf = io.BytesIO()
     Image.fromarray(np.asarray(image, dtype=np.uint8), mode="L").save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue(), run_token=run_token)
+    atomic_write_bytes(path, buf.getvalue(), token=check_token(run_token))
 
 
 def remove_stale_temporaries(root: Path, *, run_tokens: list[str]) -> int:

@@ -16,10 +16,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dpglow.data.subsets import LabelledImages, load_split, tensor_digest
-from dpglow.flow import flatten_latents, to_flow_input
+from dpglow.flow import flatten_latents, load_flow, to_flow_input
 from dpglow.privatization.basis import Basis, BasisError
 from dpglow.privatization.basis import fit_basis as fit_basis_matrix
-from dpglow.privatization.checkpoint import load_flow
 from dpglow.privatization.privatizer import resolve_levels
 from dpglow.privatization.subspace import basis_file
 

@@ -16,15 +16,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from dpglow.privatization.files import (
-    MANIFEST,
-    TEMP_PREFIX,
-    TEXT,
-    atomic_writer,
-    is_done,
-    iter_inputs,
-    shown,
-)
+from dpglow.privatization.files import MANIFEST, check_token, is_done, iter_inputs, shown
+from dpglow.utils.files import TEMP_PREFIX, TEXT, atomic_writer
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +50,7 @@ def read_manifest(path: Path) -> Rows:
 
 
 def write_manifest(path: Path, rows: Rows, *, run_token: str) -> None:
-    with atomic_writer(path, run_token=run_token) as fh:
+    with atomic_writer(path, token=check_token(run_token)) as fh:
         writer = csv.writer(fh)
         writer.writerow(MANIFEST_FIELDS)
         for key in sorted(rows):

@@ -11,8 +11,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dpglow.data.io import DEFAULT_MAX_PIXELS, check_max_pixels
+from dpglow.flow import architecture, load_flow
 from dpglow.privatization.build import build_privatizer, privatizer_class
-from dpglow.privatization.checkpoint import architecture, load_flow
 from dpglow.privatization.files import (
     check_folders,
     new_run_token,
@@ -41,6 +41,7 @@ from dpglow.privatization.release import (
     read_report,
     write_report,
 )
+from dpglow.utils.deprecation import renamed_key
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def image_noise_keys(batch: dict[str, Any]) -> list[str]:
 
 
 def _required(cfg: DictConfig, key: str, hint: str) -> Any:
-    value = cfg.get(key)
+    value = OmegaConf.select(cfg, key)
     if value in (None, "", "???"):
         raise ValueError(f"{key} is required: {hint}")
     return value
@@ -66,12 +67,12 @@ def _build(cfg: DictConfig) -> tuple[Any, int, dict[str, Any] | None]:
     flow, checkpoint = None, None
     if cls.needs_flow:
         ckpt = _required(
-            cfg, "ckpt_path", "pass ckpt_path=<run>/checkpoints/last.ckpt from train.py"
+            cfg, "flow.ckpt_path", "pass flow.ckpt_path=<run>/checkpoints/last.ckpt from train.py"
         )
-        expected = architecture(cfg.model) if cfg.get("model") else None
+        expected = architecture(cfg.model.net) if cfg.get("model") else None
         flow, checkpoint = load_flow(ckpt, expected=expected)
-    elif cfg.get("image_size") is None and cfg.get("ckpt_path"):
-        flow, checkpoint = load_flow(cfg.ckpt_path)  # only for its resolution
+    elif cfg.get("image_size") is None and OmegaConf.select(cfg, "flow.ckpt_path"):
+        flow, checkpoint = load_flow(cfg.flow.ckpt_path)  # only for its resolution
     size = cfg.get("image_size") or (flow.image_size if flow is not None else None)
     privatizer = build_privatizer(
         cfg.privacy,
@@ -156,6 +157,7 @@ def privatize(cfg: DictConfig) -> tuple[dict[str, int], dict[str, Any]]:
     """
     from dpglow.privacy import noise_generator
 
+    renamed_key(cfg, "ckpt_path", "flow.ckpt_path")
     src, dst = check_folders(
         _required(cfg, "input_dir", "pass input_dir=<folder of images>"),
         _required(cfg, "output_dir", "pass output_dir=<new folder for the private images>"),

@@ -19,10 +19,9 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from dpglow.data.io import DEFAULT_MAX_PIXELS, _is_dicom, check_max_pixels, read_image
+from dpglow.data.io import DEFAULT_MAX_PIXELS, check_max_pixels, is_dicom, read_image
 from dpglow.privatization.dicom import DicomDeidentifier
 from dpglow.privatization.files import (
-    atomic_write_bytes,
     atomic_write_png,
     check_token,
     is_done,
@@ -31,6 +30,7 @@ from dpglow.privatization.files import (
     shown,
 )
 from dpglow.privatization.manifest import rows_path
+from dpglow.utils.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -201,11 +201,11 @@ class PrivatizedImageWriter(BasePredictionWriter):
         de-identified fails the file before anything of it is written."""
         target, source = self.output_dir / item["output"], Path(item["path"])
         dicom = None
-        if self._deidentifier is not None and _is_dicom(source):
+        if self._deidentifier is not None and is_dicom(source):
             dicom = self._deidentifier.dicom_bytes(source, pixels)
         atomic_write_png(target, pixels, run_token=self.run_token)
         if dicom is not None:
-            atomic_write_bytes(target.with_suffix(".dcm"), dicom, run_token=self.run_token)
+            atomic_write_bytes(target.with_suffix(".dcm"), dicom, token=self.run_token)
 
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx

@@ -15,7 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from dpglow.privatization.files import REPORT, atomic_write_bytes, shown
+from dpglow.privatization.files import REPORT, check_token, shown
+from dpglow.utils.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def read_report(dst: Path) -> dict[str, Any] | None:
 
 def write_report(dst: Path, report: dict[str, Any], *, run_token: str) -> None:
     text = json.dumps(report, indent=2, default=str)
-    atomic_write_bytes(dst / REPORT, text.encode("utf-8"), run_token=run_token)
+    atomic_write_bytes(dst / REPORT, text.encode("utf-8"), token=check_token(run_token))
 
 
 def _check_previous(dst: Path, previous: dict[str, Any], settings: Any, record: Any) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torchvision.utils import make_grid, save_image
 
-from dpglow.flow import Glow, bits_per_dim, to_flow_input
+from dpglow.flow import CHECKPOINT_KEY, Glow, bits_per_dim, to_flow_input
 from dpglow.training.conditioning import (
     CONDITIONS,
     GRID_TAG,
@@ -23,8 +23,6 @@ from dpglow.training.schedules import build_optimizers
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_KEY = "dpglow"
-
 
 def eval_noise_generator(batch_idx: int, device: torch.device | str) -> torch.Generator:
     """The dequantisation noise of evaluation batch ``batch_idx``: fixed, so val/test bits/dim
@@ -33,8 +31,13 @@ def eval_noise_generator(batch_idx: int, device: torch.device | str) -> torch.Ge
 
 
 class GlowModule(pl.LightningModule):
-    """Wraps a :class:`~dpglow.flow.Glow` built from the architecture arguments and trains it on
-    uint8 chest X-rays (batches ``{"image": uint8 [B, C, H, W], ...}``).
+    """Trains the :class:`~dpglow.flow.Glow` ``net`` on uint8 chest X-rays (batches
+    ``{"image": uint8 [B, C, H, W], ...}``).
+
+    ``net`` is a partial of :class:`~dpglow.flow.Glow` (``model.net`` with ``_partial_: true``),
+    completed here with ``num_conditions = len(condition_pathologies)``, or a flow's plain
+    :attr:`~dpglow.flow.Glow.config` dict (what the hyperparameters of a checkpoint hold, so that
+    ``GlowModule.load_from_checkpoint(path, weights_only=True)`` rebuilds the same flow).
 
     Metrics: ``train/bpd``, ``val/bpd``, ``test/bpd`` (uniform dequantisation, ``n_bits``).
     Each validation epoch decodes a fixed set of prior draws at ``sample_temperature`` into an
@@ -43,25 +46,17 @@ class GlowModule(pl.LightningModule):
     ``condition="labels"`` trains the class-conditional flow ``p(x | y)`` (Glow's
     y-conditioning, see :class:`~dpglow.flow.Glow`): ``y`` is the batch's ``"labels"`` over
     ``condition_pathologies`` (which ``train()`` fills with the dataset's pathologies), with NaN
-    (unknown) replaced by 0 (absent); ``condition_split_priors`` conditions the split priors too.
-    The sample grid then pairs all-zero and one-hot label vectors
+    (unknown) replaced by 0 (absent); the net's ``condition_split_priors`` conditions the split
+    priors too. The sample grid then pairs all-zero and one-hot label vectors
     (:func:`~dpglow.training.conditioning.label_grid_samples`).
     """
 
     def __init__(
         self,
         *,
-        in_channels: int = 1,
-        image_size: int = 64,
-        num_levels: int = 4,
-        depth: int = 16,
-        hidden_channels: int = 256,
-        affine: bool = True,
-        scale_floor: float = 0.1,
-        split_prior: str = "fixed",
+        net: Callable[..., Glow] | Mapping[str, Any],
         condition: str = "none",
         condition_pathologies: Sequence[str] | None = None,
-        condition_split_priors: bool = False,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
         n_bits: int = 8,
@@ -72,25 +67,15 @@ class GlowModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         condition_pathologies = _check_condition(
-            condition, condition_pathologies, condition_split_priors
+            condition, condition_pathologies, _net_arguments(net).get("condition_split_priors")
         )  # a plain list (not Hydra's ListConfig): checkpoints load with weights_only
-        # The architecture is part of the hyperparameters, so a checkpoint rebuilds its own model
-        # (GlowModule.load_from_checkpoint(path)); the optimizer partials stay out of it, so a
-        # checkpoint holds plain data only (loadable with weights_only=True).
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
+        # The partials stay out of the hyperparameters; the flow's own config (plain data) goes
+        # in instead, so a checkpoint rebuilds its model (GlowModule.load_from_checkpoint(path))
+        # and holds plain data only (loadable with weights_only=True).
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         self.condition_pathologies: list[str] = condition_pathologies
-        self.net = Glow(
-            in_channels=in_channels,
-            image_size=image_size,
-            num_levels=num_levels,
-            depth=depth,
-            hidden_channels=hidden_channels,
-            affine=affine,
-            scale_floor=scale_floor,
-            split_prior=split_prior,
-            num_conditions=len(condition_pathologies),
-            condition_split_priors=condition_split_priors,
-        )
+        self.net = _build_net(net, num_conditions=len(condition_pathologies))
+        self.hparams["net"] = dict(self.net.config)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.n_bits = n_bits
@@ -245,7 +230,8 @@ class GlowModule(pl.LightningModule):
             raise ValueError(
                 "checkpoint architecture does not match the configured model "
                 f"(key: (checkpoint, config)): {diff}. Use the model config the checkpoint was "
-                "trained with, e.g. model.depth=... or model.condition=..., or another checkpoint."
+                "trained with, e.g. model.net.depth=... or model.condition=..., or another "
+                "checkpoint."
             )
         pathologies = saved.get("condition_pathologies", [])
         if config is not None and list(pathologies) != self.condition_pathologies:
@@ -261,8 +247,32 @@ class GlowModule(pl.LightningModule):
         self._noise = None
 
 
+def _net_arguments(net: Callable[..., Glow] | Mapping[str, Any]) -> Mapping[str, Any]:
+    """The flow arguments ``net`` fixes: a partial's keywords, or the config dict itself."""
+    return net if isinstance(net, Mapping) else getattr(net, "keywords", {})
+
+
+def _build_net(net: Callable[..., Glow] | Mapping[str, Any], *, num_conditions: int) -> Glow:
+    """The flow of a partial (completed with ``num_conditions``) or of a config dict (whose
+    ``num_conditions``, if any, must be ``num_conditions``)."""
+    if isinstance(net, Glow):
+        raise TypeError(
+            "net is a built Glow: give model.net `_partial_: true` (the module adds num_conditions)"
+        )
+    if not isinstance(net, Mapping):
+        return net(num_conditions=num_conditions)
+    config = {k: v for k, v in net.items() if k not in ("_target_", "_partial_")}
+    stored = config.setdefault("num_conditions", num_conditions)
+    if stored != num_conditions:
+        raise ValueError(
+            f"net has num_conditions={stored} but condition_pathologies names "
+            f"{num_conditions} labels: pass the pathologies the flow was trained with"
+        )
+    return Glow(**config)
+
+
 def _check_condition(
-    condition: str, pathologies: Sequence[str] | None, split_priors: bool
+    condition: str, pathologies: Sequence[str] | None, split_priors: bool | None
 ) -> list[str]:
     """The label names a ``condition`` needs (none: no names), as a plain list."""
     if condition not in CONDITIONS:
@@ -271,7 +281,8 @@ def _check_condition(
     if condition == "none":
         if names or split_priors:
             raise ValueError(
-                "condition_pathologies and condition_split_priors need model.condition=labels"
+                "condition_pathologies and model.net.condition_split_priors need "
+                "model.condition=labels"
             )
         return names
     if not names:

@@ -13,11 +13,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dpglow.evaluation.codecs import codec_bits_per_dim
+from dpglow.data.codecs import codec_bits_per_dim
 from dpglow.flow import to_flow_input
 from dpglow.training.callbacks import StepTimer, peak_rss_mb
 from dpglow.training.conditioning import flow_labels
 from dpglow.training.module import GlowModule
+from dpglow.utils.deprecation import renamed_key
 from dpglow.utils.instantiate import instantiate_callbacks, instantiate_loggers
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit the flow, test the best checkpoint, and write ``splits.csv`` and ``summary.json``
     into ``cfg.paths.output_dir``. Returns (metrics, objects)."""
+    resume_from = renamed_key(cfg, "ckpt_path", "resume_from")
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("seed") is not None:
@@ -43,7 +45,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         logger.log_hyperparams(config)
 
     start = time.perf_counter()
-    trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model=model, datamodule=datamodule, ckpt_path=resume_from)
     fit_seconds = time.perf_counter() - start
     if trainer.is_global_zero and hasattr(datamodule, "save_splits"):
         datamodule.save_splits(output_dir / "splits.csv")

@@ -1,8 +1,10 @@
-"""Load a flow from an (untrusted) training checkpoint without executing pickled code."""
+"""The flow checkpoint format: the ``dpglow`` section of a training checkpoint, read back without
+executing pickled code, and the architecture a config or a checkpoint describes."""
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,37 +12,46 @@ from typing import Any
 
 import torch
 
-from dpglow.flow import Glow
-from dpglow.training.module import CHECKPOINT_KEY
+from dpglow.flow.glow import Glow
 
-# What makes two flows "the same model": a checkpoint must match these keys of a model config.
-ARCH_KEYS = (
-    "in_channels", "image_size", "num_levels", "depth", "hidden_channels", "affine",
-    "scale_floor", "split_prior", "num_conditions", "condition_split_priors",
-)  # fmt: skip
-
-
-def architecture(model: Mapping[str, Any]) -> dict[str, Any]:
-    """The architecture keys of a model config or a checkpoint's ``net_config``.
-
-    The conditioning keys count only for a conditional flow: an unconditional ``net_config``
-    has neither (see :class:`~dpglow.flow.Glow`), and a model config has no ``num_conditions``
-    (``train()`` derives it from the data), so ``condition_split_priors`` is dropped unless
-    ``num_conditions > 0``. An unconditional flow's architecture is thus what it always was, and
-    a conditional checkpoint never matches a model config.
-    """
-    arch = {k: model[k] for k in ARCH_KEYS if k in model}
-    if not arch.get("num_conditions"):
-        arch.pop("num_conditions", None)
-        arch.pop("condition_split_priors", None)
-    return arch
+# The checkpoint section with the flow's constructor config ("net_config"), "n_bits" and, for a
+# conditional flow, "condition_pathologies" (written by dpglow.training.GlowModule).
+CHECKPOINT_KEY = "dpglow"
+# Hydra's keys of a model.net node, not arguments of the flow.
+_HYDRA_KEYS = ("_target_", "_partial_")
 
 
 class CheckpointError(ValueError):
     """The checkpoint is missing, unsafe, not a dpglow flow, or not the configured architecture."""
 
 
+def architecture(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The :class:`~dpglow.flow.Glow` that ``config`` describes: every constructor argument, with
+    Glow's default where ``config`` has none.
+
+    ``config`` is a ``model.net`` node (its ``_target_``/``_partial_`` are dropped) or a
+    checkpoint's ``net_config`` (:attr:`Glow.config`); any other key is a ValueError. The
+    conditioning keys count only for a conditional flow: an unconditional ``net_config`` has
+    neither, and a ``model.net`` node has no ``num_conditions`` (the training module derives it
+    from the data), so ``num_conditions`` and ``condition_split_priors`` are dropped unless
+    ``num_conditions > 0``. An unconditional flow's architecture is thus what it always was, and a
+    conditional checkpoint never equals a ``model.net`` node.
+    """
+    params = inspect.signature(Glow).parameters
+    unknown = sorted(k for k in config if k not in params and k not in _HYDRA_KEYS)
+    if unknown:
+        raise ValueError(
+            f"{unknown} are not arguments of dpglow.flow.Glow ({', '.join(params)}): pass the "
+            "model.net node (e.g. cfg.model.net), not the whole model config"
+        )
+    arch = {name: config.get(name, param.default) for name, param in params.items()}
+    if not arch["num_conditions"]:
+        del arch["num_conditions"], arch["condition_split_priors"]
+    return arch
+
+
 def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -51,11 +62,12 @@ def file_sha256(path: str | Path) -> str:
 def load_flow(
     path: str | Path, *, expected: Mapping[str, Any] | None = None, map_location: str = "cpu"
 ) -> tuple[Glow, dict[str, Any]]:
-    """Rebuild the Glow stored in a ``GlowModule`` checkpoint.
+    """Rebuild the Glow stored in a training checkpoint (its ``net.`` weights and the
+    ``CHECKPOINT_KEY`` section).
 
     ``weights_only=True`` loading refuses pickled code, so a checkpoint from elsewhere cannot run
-    anything. ``expected`` (architecture keys, e.g. from ``model=glow_64``) must match the stored
-    architecture, else a :class:`CheckpointError` lists the differences.
+    anything. ``expected`` (architecture keys, e.g. ``architecture(cfg.model.net)``) must match
+    the stored :func:`architecture`, else a :class:`CheckpointError` lists the differences.
     Returns the flow (eval mode) and ``{"sha256", "n_bits", "net_config", "path",
     "condition_pathologies"}``; ``condition_pathologies`` names, in order, the labels of a
     conditional flow's label vector ``y`` (``flow.num_conditions`` of them; empty for an
@@ -85,7 +97,8 @@ def load_flow(
         )
     config = dict(meta["net_config"])
     if expected:
-        diff = {k: (config.get(k), v) for k, v in expected.items() if config.get(k) != v}
+        stored = architecture(config)
+        diff = {k: (stored.get(k), v) for k, v in expected.items() if stored.get(k) != v}
         if diff:
             shown = ", ".join(
                 f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in diff.items()

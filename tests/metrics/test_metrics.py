@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dpglow.evaluation.metrics import (
+from dpglow.metrics import (
     auc_per_pathology,
     auc_retention,
     frechet_distance,

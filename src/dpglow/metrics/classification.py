@@ -1,0 +1,93 @@
+"""Utility metrics (U1, U2 of docs/evaluation.md): per-pathology ROC-AUC and its retention."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+from torchmetrics.functional.classification import binary_auroc
+
+log = logging.getLogger(__name__)
+
+
+def auc_per_pathology(
+    scores: Tensor, labels: Tensor, pathologies: Sequence[str]
+) -> dict[str, float]:
+    """ROC-AUC per pathology column; NaN labels are unknown and skipped, never negatives.
+
+    ``scores`` and ``labels`` are ``[N, P]``; known labels must be 0 or 1. A column without at least
+    one positive and one negative among its known labels gets NaN (AUC is undefined there).
+    """
+    scores = torch.as_tensor(scores)
+    labels = torch.as_tensor(labels)
+    if scores.ndim != 2 or scores.shape != labels.shape:
+        raise ValueError(
+            f"scores and labels must both be [N, P] with equal shapes, "
+            f"got {tuple(scores.shape)} and {tuple(labels.shape)}"
+        )
+    if len(pathologies) != scores.shape[1]:
+        raise ValueError(
+            f"got {len(pathologies)} pathology names for {scores.shape[1]} score columns"
+        )
+    if len(set(pathologies)) != len(pathologies):
+        raise ValueError(f"pathology names must be unique, got {list(pathologies)}")
+    scores = scores.double()
+    labels = labels.double()
+    if torch.isnan(scores).any():
+        raise ValueError("scores contain NaN; the classifier output must be finite")
+    known = ~torch.isnan(labels)
+    if not ((labels[known] == 0) | (labels[known] == 1)).all():
+        raise ValueError("known labels must be 0 or 1 (use NaN for unknown)")
+
+    aucs: dict[str, float] = {}
+    for j, name in enumerate(pathologies):
+        mask = known[:, j]
+        y = labels[mask, j].long()
+        n_pos = int(y.sum())
+        if n_pos == 0 or n_pos == y.numel():
+            log.debug("AUC of %r undefined: %d positives of %d known", name, n_pos, y.numel())
+            aucs[name] = math.nan
+            continue
+        s = scores[mask, j]
+        # binary_auroc squashes scores outside [0, 1] with a sigmoid, which saturates for large
+        # logits and would create false ties; dense ranks in [0, 1] keep the order and true ties.
+        _, rank = torch.unique(s, sorted=True, return_inverse=True)
+        s01 = rank.double() / max(int(rank.max()), 1)
+        aucs[name] = float(binary_auroc(s01, y, thresholds=None))
+    return aucs
+
+
+def mean_auc(aucs: Mapping[str, float] | Iterable[float]) -> float:
+    """Mean of the defined AUCs (NaN ones skipped); NaN when none is defined."""
+    values = list(aucs.values()) if isinstance(aucs, Mapping) else list(aucs)
+    defined = [float(v) for v in values if not math.isnan(float(v))]
+    return sum(defined) / len(defined) if defined else math.nan
+
+
+def _retention(private: float, original: float) -> float:
+    private, original = float(private), float(original)
+    # The denominator is the classifier's skill above chance on originals. At or below chance there
+    # is no skill to retain, and the ratio would explode near 0.5 or flip sign below it.
+    if math.isnan(private) or math.isnan(original) or original <= 0.5:
+        return math.nan
+    return (private - 0.5) / (original - 0.5)
+
+
+def auc_retention(
+    auc_private: float | Mapping[str, float], auc_original: float | Mapping[str, float]
+) -> float | dict[str, float]:
+    """AUC retention ``(AUC_priv - 0.5) / (AUC_orig - 0.5)``: 1 = all skill kept, 0 = chance.
+
+    Two floats give a float; two dicts (e.g. from :func:`auc_per_pathology`) with the same keys give
+    a dict per pathology. NaN where ``AUC_orig <= 0.5`` (no skill to retain) or either AUC is NaN.
+    """
+    if isinstance(auc_private, Mapping) != isinstance(auc_original, Mapping):
+        raise ValueError("pass two floats or two dicts of AUCs, not one of each")
+    if isinstance(auc_private, Mapping) and isinstance(auc_original, Mapping):
+        if set(auc_private) != set(auc_original):
+            raise ValueError(f"pathologies differ: {sorted(auc_private)} vs {sorted(auc_original)}")
+        return {k: _retention(auc_private[k], auc_original[k]) for k in auc_original}
+    return _retention(auc_private, auc_original)

@@ -1,0 +1,84 @@
+"""dpglow.flow.checkpoint: architecture() of configs and net_configs, and load_flow of checkpoints
+written by hand in the current and the old (flat hyperparameters) format."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dpglow.flow import CHECKPOINT_KEY, CheckpointError, Glow, architecture, load_flow
+
+NET = dict(image_size=16, num_levels=2, depth=1, hidden_channels=8)
+# GlowModule's hyperparameters before model.net: the architecture keys flat among the others.
+OLD_HPARAMS = {
+    "in_channels": 1, **NET, "affine": True, "scale_floor": 0.1, "split_prior": "fixed",
+    "condition": "none", "condition_pathologies": [], "condition_split_priors": False,
+    "n_bits": 8, "sample_temperature": 0.7, "num_samples": 16, "init_batch_size": 256, "seed": 0,
+}  # fmt: skip
+
+
+def _trained_flow(**kw) -> Glow:
+    torch.manual_seed(0)
+    flow = Glow(**NET, **kw)
+    flow.initialize(torch.rand(8, 1, 16, 16) - 0.5)
+    return flow
+
+
+def test_architecture_fills_glow_defaults_and_drops_hydra_keys():
+    node = {"_target_": "dpglow.flow.Glow", "_partial_": True, **NET}
+    flow = Glow(**NET)
+    assert architecture(node) == architecture(flow.config) == flow.config
+    assert architecture({**node, "depth": 2}) != architecture(flow.config)
+    # No hand-written key list: every argument of Glow counts (decode_bound included).
+    assert architecture(node)["decode_bound"] == 1e4
+    conditional = Glow(**NET, num_conditions=3, condition_split_priors=True)
+    assert architecture(conditional.config) == conditional.config
+    assert architecture({**node, "condition_split_priors": True}) == flow.config
+    with pytest.raises(ValueError, match=r"\['condition', 'optimizer'\] are not arguments"):
+        architecture({**NET, "condition": "none", "optimizer": None})
+
+
+def test_load_flow_reads_a_checkpoint_of_the_old_flat_format(tmp_path):
+    """Checkpoints written before model.net: the architecture as flat hyperparameters (beside the
+    same dpglow section), as under outputs/train/runs/ of earlier runs."""
+    flow = _trained_flow()
+    old_config = {  # what on_save_checkpoint wrote then: no num_conditions when unconditional
+        "in_channels": 1, **NET, "affine": True, "scale_floor": 0.1, "split_prior": "fixed",
+        "decode_bound": 1e4,
+    }  # fmt: skip
+    assert flow.config == old_config
+    ckpt = {
+        "epoch": 0,
+        "global_step": 1,
+        "state_dict": {f"net.{k}": v for k, v in flow.state_dict().items()},
+        "hyper_parameters": OLD_HPARAMS,
+        CHECKPOINT_KEY: {
+            "net_class": "dpglow.flow.glow.Glow",
+            "net_config": old_config,
+            "n_bits": 8,
+            "noise_state": torch.Generator().get_state(),
+        },
+    }
+    path = tmp_path / "old.ckpt"
+    torch.save(ckpt, path)
+    node = {"_target_": "dpglow.flow.Glow", "_partial_": True, "in_channels": 1, **NET}
+    node |= {"affine": True, "scale_floor": 0.1, "split_prior": "fixed"}
+    loaded, info = load_flow(path, expected=architecture(node | {"condition_split_priors": False}))
+    assert info["net_config"] == old_config and info["condition_pathologies"] == []
+    assert info["n_bits"] == 8 and len(info["sha256"]) == 64
+    x = torch.rand(3, 1, 16, 16) - 0.5
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.log_prob(x), flow.eval().log_prob(x))
+    with pytest.raises(CheckpointError, match="hidden_channels: checkpoint 8 vs config 16"):
+        load_flow(path, expected=architecture(node | {"hidden_channels": 16}))
+
+
+def test_load_flow_fills_defaults_of_a_net_config_missing_keys(tmp_path):
+    """A net_config older than an argument of Glow (here decode_bound) means its default."""
+    flow = _trained_flow(split_prior="learned")
+    config = {k: v for k, v in flow.config.items() if k != "decode_bound"}
+    state = {f"net.{k}": v for k, v in flow.state_dict().items()}
+    torch.save({"state_dict": state, CHECKPOINT_KEY: {"net_config": config}}, tmp_path / "a.ckpt")
+    expected = architecture({**NET, "split_prior": "learned"})
+    loaded, info = load_flow(tmp_path / "a.ckpt", expected=expected)
+    assert loaded.config == flow.config and info["n_bits"] == 8
