@@ -1,4 +1,5 @@
-"""`python src/train.py ...` as a user runs it: every data module, a multirun, clear errors."""
+"""`python src/train.py ...` as a user runs it (a subprocess: the CLI, a multirun, W&B, the
+no-data message), and every data module through the same train(cfg) in this process."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_MODEL, run_entry
+from conftest import TINY_MODEL, compose_run, run_entry
+from dpglow.data import DatasetNotFoundError
+from dpglow.training.pipeline import train
 
 FAST = [*TINY_MODEL, "debug=fast_dev_run", "data.batch_size=4", "trainer.enable_progress_bar=false"]
 
@@ -23,26 +26,35 @@ def _args(tmp_path: Path, *extra: str) -> list[str]:
 
 
 def _check_ok(proc, run_dir: Path) -> dict:
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if proc is not None:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["global_step"] == 1
     assert {"train/bpd", "val/bpd", "test/bpd"} <= set(summary["metrics"])
     return summary
 
 
-@pytest.mark.parametrize("data", ["nih", "pediatric"])
-def test_fast_dev_run_on_bundled_data(tmp_path, data, data_dir):
-    proc = run_entry("train.py", *_args(tmp_path, f"data={data}", "data.max_images=60"))
+def _train_here(tmp_path: Path, *extra: str) -> None:
+    """What ``python src/train.py <FAST> <extra>`` runs, in this process."""
+    overrides = [*FAST, f"paths.cache_dir={tmp_path / 'cache'}", *extra]
+    train(compose_run("train", overrides, tmp_path / "run"))
+
+
+def test_fast_dev_run_from_the_command_line(tmp_path, data_dir):
+    proc = run_entry("train.py", *_args(tmp_path, "data=pediatric", "data.max_images=60"))
     _check_ok(proc, tmp_path / "run")
     assert (tmp_path / "run" / "splits.csv").is_file()
 
 
+def test_fast_dev_run_nih(tmp_path, data_dir):
+    _train_here(tmp_path, "data=nih", "data.max_images=60")
+    _check_ok(None, tmp_path / "run")
+    assert (tmp_path / "run" / "splits.csv").is_file()
+
+
 def test_fast_dev_run_chexpert(tmp_path, tiny_chexpert):
-    proc = run_entry(
-        "train.py",
-        *_args(tmp_path, "data=chexpert", f"data.root={tiny_chexpert}", "data.val_fraction=0.2"),
-    )
-    _check_ok(proc, tmp_path / "run")
+    _train_here(tmp_path, "data=chexpert", f"data.root={tiny_chexpert}", "data.val_fraction=0.2")
+    _check_ok(None, tmp_path / "run")
 
 
 def test_fast_dev_run_folder(tmp_path, gray_images):
@@ -50,23 +62,20 @@ def test_fast_dev_run_folder(tmp_path, gray_images):
     folder.mkdir(parents=True)
     for src in gray_images[:12]:
         shutil.copyfile(src, folder / src.name)
-    proc = run_entry("train.py", *_args(tmp_path, "data=folder", f"data.root={folder.parent}"))
-    _check_ok(proc, tmp_path / "run")
+    _train_here(tmp_path, "data=folder", f"data.root={folder.parent}")
+    _check_ok(None, tmp_path / "run")
 
 
 @pytest.mark.parametrize("flag", ["chestmnist", "pneumoniamnist"])
 def test_fast_dev_run_medmnist_offline(tmp_path, flag, medmnist_root):
-    proc = run_entry(
-        "train.py",
-        *_args(
-            tmp_path,
-            f"data={flag}",
-            f"data.root={medmnist_root}",
-            "model.net.image_size=64",
-            "model.net.num_levels=2",
-        ),
+    _train_here(
+        tmp_path,
+        f"data={flag}",
+        f"data.root={medmnist_root}",
+        "model.net.image_size=64",
+        "model.net.num_levels=2",
     )
-    _check_ok(proc, tmp_path / "run")
+    _check_ok(None, tmp_path / "run")
 
 
 def test_multirun_sweeps_depth(tmp_path, data_dir):
@@ -90,9 +99,9 @@ def test_multirun_sweeps_depth(tmp_path, data_dir):
 
 
 def test_missing_dataset_root_says_what_to_do(tmp_path):
-    proc = run_entry("train.py", *_args(tmp_path, "data=nih", f"data.root={tmp_path / 'nowhere'}"))
-    assert proc.returncode != 0
-    message = proc.stderr + proc.stdout
+    with pytest.raises(DatasetNotFoundError) as err:
+        _train_here(tmp_path, "data=nih", f"data.root={tmp_path / 'nowhere'}")
+    message = str(err.value)
     assert "nowhere" in message
     assert "data.root=" in message and "DPGLOW_DATA_DIR" in message and "chestmnist" in message
 

@@ -3,8 +3,6 @@ search, combining processes (no wall-clock assertions)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -129,12 +127,3 @@ def test_processes_combine_into_median_and_overall_spread():
     assert out["train_step_s_per_process"] == "10 / 30 / 12"
     assert out["privatize_s_per_process"] == "20 / 60 / 24"
     assert out["heldout_bpd"] == 3.9 and out["model"] == "m"  # from the first row
-
-
-def test_benchmark_package_imports_nothing_of_the_evaluation():
-    code = (
-        "import sys, dpglow.benchmark; "
-        "print(sorted(m for m in sys.modules if m.startswith('dpglow.evaluation')))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"

@@ -136,6 +136,7 @@ def test_heldout_bits_per_dim_reproduces_the_training_run(compose_train, tmp_pat
     assert row["inverse_max_abs_error"] < 1e-3
 
 
+@pytest.mark.slow  # the whole benchmark command (tens of seconds): the full suite runs it
 def test_benchmark_command_writes_tables(tmp_path):
     proc = run_entry(
         "benchmark.py", "models=[glow_32,straightforward]", "processes=2",

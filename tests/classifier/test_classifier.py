@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import run_entry
+from conftest import compose_run, run_entry
 from dpglow.classifier import ClassifierModule, PretrainedWeightsError, to_xrv_input
 from dpglow.classifier.module import masked_bce
 from dpglow.flow import to_flow_input
@@ -103,9 +103,13 @@ def test_train_classifier_entry_point(tmp_path, data_dir):
 
 
 def test_train_classifier_refuses_unlabelled_data(tmp_path, gray_images):
-    proc = run_entry(
-        "train_classifier.py", "data=folder", f"data.root={gray_images[0].parent}", *TINY,
-        "debug=fast_dev_run", f"hydra.run.dir={tmp_path / 'run'}",
+    from hydra.errors import InstantiationException
+
+    from dpglow.training.pipeline import train
+
+    overrides = [
+        "data=folder", f"data.root={gray_images[0].parent}", *TINY, "debug=fast_dev_run",
         f"paths.cache_dir={tmp_path / 'cache'}",
-    )  # fmt: skip
-    assert proc.returncode != 0 and "labelled data" in proc.stderr
+    ]  # fmt: skip
+    with pytest.raises(InstantiationException, match="labelled data"):  # as the CLI shows it
+        train(compose_run("train_classifier", overrides, tmp_path / "run"))

@@ -39,6 +39,7 @@ def _same(a, b) -> bool:
     return a == b
 
 
+@pytest.mark.slow  # a multi-process run (tens of seconds): the full suite runs it
 def test_two_processes_give_the_single_process_row(eval_models, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     single = _eval(eval_models, one)

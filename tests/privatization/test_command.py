@@ -116,10 +116,15 @@ def test_privatize_command_end_to_end(trained_ckpt, input_folder, tmp_path):
     assert other.returncode != 0 and "other settings" in other.stderr
 
 
+def _privatize_here(ckpt, src, out, *extra):
+    """What ``python src/privatize.py <_args>`` runs, in this process."""
+    overrides = [a for a in _args(ckpt, src, out, *extra) if not a.startswith("hydra.")]
+    return privatize(compose_run("privatize", overrides, out.parent / "logs"))
+
+
 def test_refuses_output_inside_input(trained_ckpt, input_folder):
-    proc = run_entry("privatize.py", *_args(trained_ckpt, input_folder, input_folder / "private"))
-    assert proc.returncode != 0
-    assert "inside input_dir" in proc.stderr
+    with pytest.raises(ValueError, match="inside input_dir"):
+        _privatize_here(trained_ckpt, input_folder, input_folder / "private")
     assert not (input_folder / "private").exists()
 
 
@@ -222,11 +227,10 @@ def test_untrusted_checkpoints_are_refused(trained_ckpt, tmp_path):
         load_flow(tmp_path / "missing.ckpt")
 
 
-def test_architecture_mismatch_via_command(trained_ckpt, input_folder, tmp_path):
-    proc = run_entry(
-        "privatize.py", *_args(trained_ckpt, input_folder, tmp_path / "out", "model=glow_64")
-    )
-    assert proc.returncode != 0 and "does not match the configured model" in proc.stderr
+def test_architecture_mismatch_via_the_model_override(trained_ckpt, input_folder, tmp_path):
+    with pytest.raises(CheckpointError, match="does not match the configured model"):
+        _privatize_here(trained_ckpt, input_folder, tmp_path / "out", "model=glow_64")
+    assert not (tmp_path / "out").exists()
 
 
 def test_sweep_over_epsilon_and_an_image_baseline(trained_ckpt, tmp_path, data_dir):

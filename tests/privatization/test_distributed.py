@@ -45,6 +45,7 @@ def _run(ckpt, src, out, *extra):
     )
 
 
+@pytest.mark.slow  # a multi-process run (tens of seconds): the full suite runs it
 def test_two_processes_give_the_single_process_release(trained_ckpt, small_folder, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     single = _run(trained_ckpt, small_folder, one, "batch_size=4")

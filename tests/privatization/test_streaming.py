@@ -11,6 +11,7 @@ import sys
 import threading
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import ROOT
@@ -82,6 +83,7 @@ def _privatize(src, out) -> tuple[int, int]:
     return json.loads(stats.read_text())["python_peak"], usage.ru_maxrss * 1024
 
 
+@pytest.mark.slow  # privatizes hundreds of files (tens of seconds): the full suite runs it
 def test_memory_does_not_grow_with_the_number_of_files(tmp_path):
     small, large = 400, 2400
     py_small, rss_small = _privatize(_folder(tmp_path / "small", small), tmp_path / "out_small")

@@ -46,11 +46,17 @@ def test_data_configs_compose(compose_train, data):
 
 def test_experiment_configs_compose(compose_train):
     paper = compose_train("experiment=paper", tiny_model=False)
-    assert paper.model.net.image_size == 256 and paper.model.net.depth == 32
+    # The data follow the model's resolution through ${image_size}, whatever the experiment sets.
+    assert paper.data.image_size == paper.model.net.image_size == paper.image_size == 256
     assert paper.data.source._target_.endswith("NIHSource")
     long = compose_train("experiment=pediatric_64_long", tiny_model=False)
-    assert long.model.net.image_size == 64 and long.trainer.max_time == "00:01:00:00"
-    assert (long.model.net.depth, long.model.net.hidden_channels) == (16, 256)
+    assert long.data.image_size == long.model.net.image_size == long.image_size
+    # The long run keeps the README's budget: at most 60 minutes of fitting ("DD:HH:MM:SS").
+    days, hours, minutes, seconds = (int(x) for x in long.trainer.max_time.split(":"))
+    assert 0 < ((days * 24 + hours) * 60 + minutes) * 60 + seconds <= 3600
+    net = instantiate(long.model).net
+    assert len(net.levels) == long.model.net.num_levels
+    assert all(len(level.steps) == long.model.net.depth for level in net.levels)
 
 
 def test_data_dir_is_found_without_configuration(compose_train, data_dir):

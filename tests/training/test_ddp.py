@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from lightning_fabric.utilities.distributed import DistributedSamplerWrapper
 
@@ -35,6 +36,7 @@ def _train_ddp(tmp_path, run, *extra):
     return [json.loads((run / f"probe_rank{r}.json").read_text()) for r in (0, 1)]
 
 
+@pytest.mark.slow  # a multi-process run (tens of seconds): the full suite runs it
 def test_ddp_two_cpu_processes_agree_after_the_first_step(tmp_path):
     run = tmp_path / "run"
     probes = _train_ddp(tmp_path, run, "trainer.max_epochs=2")

@@ -6,8 +6,10 @@ from dpglow.flow.checkpoint import (
     CHECKPOINT_KEY,
     CheckpointError,
     architecture,
+    check_architecture,
     file_sha256,
     load_flow,
+    read_checkpoint,
 )
 from dpglow.flow.conditioning import LabelPrior
 from dpglow.flow.coupling import AffineCoupling, ZeroConv2d
@@ -29,10 +31,12 @@ __all__ = [
     "ZeroConv2d",
     "architecture",
     "bits_per_dim",
+    "check_architecture",
     "file_sha256",
     "flatten_latents",
     "level_slices",
     "load_flow",
+    "read_checkpoint",
     "squeeze",
     "to_flow_input",
     "to_uint8",

@@ -59,25 +59,15 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def load_flow(
-    path: str | Path, *, expected: Mapping[str, Any] | None = None, map_location: str = "cpu"
-) -> tuple[Glow, dict[str, Any]]:
-    """Rebuild the Glow stored in a training checkpoint (its ``net.`` weights and the
-    ``CHECKPOINT_KEY`` section).
-
-    ``weights_only=True`` loading refuses pickled code, so a checkpoint from elsewhere cannot run
-    anything. ``expected`` (architecture keys, e.g. ``architecture(cfg.model.net)``) must match
-    the stored :func:`architecture`, else a :class:`CheckpointError` lists the differences.
-    Returns the flow (eval mode) and ``{"sha256", "n_bits", "net_config", "path",
-    "condition_pathologies"}``; ``condition_pathologies`` names, in order, the labels of a
-    conditional flow's label vector ``y`` (``flow.num_conditions`` of them; empty for an
-    unconditional flow).
-    """
+def read_checkpoint(path: str | Path, *, map_location: str = "cpu") -> dict[str, Any]:
+    """A training checkpoint with a ``CHECKPOINT_KEY`` section, loaded with
+    ``weights_only=True`` (pickled code is refused, so a checkpoint from elsewhere cannot run
+    anything); a :class:`CheckpointError` says what is wrong otherwise."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(
-            f"checkpoint {str(path)!r} does not exist: pass ckpt_path=<...>/checkpoints/last.ckpt "
-            "of a run of `python src/train.py`"
+            f"checkpoint {str(path)!r} does not exist: pass flow.ckpt_path=<...>/checkpoints/"
+            "last.ckpt of a run of `python src/train.py`"
         )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
@@ -95,19 +85,47 @@ def load_flow(
             f"{path} is not a dpglow flow checkpoint (no '{CHECKPOINT_KEY}' section): train one "
             "with `python src/train.py`"
         )
+    return ckpt
+
+
+def check_architecture(
+    net_config: Mapping[str, Any], expected: Mapping[str, Any], *, what: str, advice: str
+) -> None:
+    """Raise a :class:`CheckpointError` listing every key where the :func:`architecture` of a
+    checkpoint's ``net_config`` differs from ``expected`` (``what`` names the checkpoint,
+    ``advice`` says what to do)."""
+    stored = architecture(net_config)
+    diff = {k: (stored.get(k), v) for k, v in expected.items() if stored.get(k) != v}
+    if diff:
+        shown = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in diff.items())
+        raise CheckpointError(f"{what} does not match the configured model ({shown}). {advice}")
+
+
+def load_flow(
+    path: str | Path, *, expected: Mapping[str, Any] | None = None, map_location: str = "cpu"
+) -> tuple[Glow, dict[str, Any]]:
+    """Rebuild the Glow stored in a training checkpoint (its ``net.`` weights and the
+    ``CHECKPOINT_KEY`` section), read by :func:`read_checkpoint`.
+
+    ``expected`` (architecture keys, e.g. ``architecture(cfg.model.net)``) must match the stored
+    :func:`architecture`, else a :class:`CheckpointError` lists the differences.
+    Returns the flow (eval mode) and ``{"sha256", "n_bits", "net_config", "path",
+    "condition_pathologies"}``; ``condition_pathologies`` names, in order, the labels of a
+    conditional flow's label vector ``y`` (``flow.num_conditions`` of them; empty for an
+    unconditional flow).
+    """
+    path = Path(path).expanduser()
+    ckpt = read_checkpoint(path, map_location=map_location)
+    meta = ckpt[CHECKPOINT_KEY]
     config = dict(meta["net_config"])
     if expected:
-        stored = architecture(config)
-        diff = {k: (stored.get(k), v) for k, v in expected.items() if stored.get(k) != v}
-        if diff:
-            shown = ", ".join(
-                f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in diff.items()
-            )
-            raise CheckpointError(
-                f"checkpoint {path} does not match the configured model ({shown}). Drop the "
-                "model=... override to use the checkpoint's own architecture, or pick the "
-                "checkpoint trained with this model."
-            )
+        check_architecture(
+            config,
+            expected,
+            what=f"checkpoint {path}",
+            advice="Drop the model=... override to use the checkpoint's own architecture, or "
+            "pick the checkpoint trained with this model.",
+        )
     flow = Glow(**config)
     state = {k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     flow.load_state_dict(state)

@@ -14,7 +14,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dpglow.data.codecs import codec_bits_per_dim
-from dpglow.flow import to_flow_input
+from dpglow.flow import (
+    CHECKPOINT_KEY,
+    architecture,
+    check_architecture,
+    read_checkpoint,
+    to_flow_input,
+)
 from dpglow.training.callbacks import StepTimer, peak_rss_mb
 from dpglow.training.conditioning import flow_labels
 from dpglow.training.module import GlowModule
@@ -36,6 +42,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     log.info("data: %s", cfg.data._target_)
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
     model: pl.LightningModule = instantiate(cfg.model, **_label_arguments(cfg.model, datamodule))
+    if resume_from and isinstance(model, GlowModule):
+        _check_resume(resume_from, model)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -81,6 +89,18 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         for logger in loggers:
             logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("test/")})
     return metrics, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
+
+
+def _check_resume(resume_from: str, model: GlowModule) -> None:
+    """Refuse to resume a flow of another architecture, naming every key that differs."""
+    stored = read_checkpoint(resume_from)[CHECKPOINT_KEY]["net_config"]
+    check_architecture(
+        stored,
+        architecture(model.net.config),
+        what=f"resume_from={resume_from}",
+        advice="Resume with the model settings that run was trained with (drop the model.net "
+        "overrides), or start a new run without resume_from.",
+    )
 
 
 def _label_arguments(model_cfg: DictConfig, datamodule: Any) -> dict[str, list[str]]:
