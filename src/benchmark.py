@@ -38,30 +38,24 @@ def _entry(cfg: DictConfig, name: str) -> tuple[str, dict[str, Any], int]:
     return preset.model, overrides, preset.get("batch_size") or cfg.batch_size
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark")
-def main(cfg: DictConfig) -> None:
-    import torch
-
-    from dpglow.benchmark import (
-        find_checkpoint,
-        load_average,
-        machine_description,
-        run_benchmark,
-        write_tables,
-    )
+def _specs(cfg: DictConfig, device: str, models: list[str]) -> list[dict[str, Any]]:
+    """One benchmark spec per (model or preset, precision), each with its held-out checkpoint."""
+    from dpglow.benchmark import find_checkpoint
 
     conf_dir = Path(__file__).resolve().parents[1] / "conf"
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    models = list(cfg.models) + (list(cfg.gpu_models) if device.startswith("cuda") else [])
-    if not models:
-        raise ValueError(
-            f"nothing to benchmark on {device}: models is empty and gpu_models "
-            f"{list(cfg.gpu_models or [])} only run on a CUDA device; name models=[glow_64,...]"
-        )
     data_dir = cfg.paths.data_dir if "<" not in str(cfg.paths.data_dir) else None
     explicit = OmegaConf.to_container(cfg.checkpoints, resolve=True) if cfg.checkpoints else {}
-    load_before = load_average()
     gpu_models = set(cfg.gpu_models or []) if device.startswith("cuda") else set()
+    common = {
+        "max_batch_limit": cfg.max_batch_limit,
+        "device": device,
+        "warmup": cfg.warmup,
+        "repeats": cfg.repeats,
+        "threads": cfg.threads,
+        "data_dir": data_dir,
+        "heldout_images": cfg.heldout_images,
+        "heldout_batch_size": cfg.heldout_batch_size,
+    }
     specs = []
     for name in models:
         model_name, overrides, batch_size = _entry(cfg, name)
@@ -79,25 +73,35 @@ def main(cfg: DictConfig) -> None:
         on_gpu = name in gpu_models
         for precision in cfg.gpu_precisions if on_gpu else cfg.precisions:
             specs.append(
-                dict(
-                    name=name,
-                    precision=str(precision),
-                    max_batch=bool(on_gpu and cfg.gpu_max_batch),
-                    max_batch_limit=cfg.max_batch_limit,
-                    model=model,
-                    device=device,
-                    batch_size=batch_size,
-                    warmup=cfg.warmup,
-                    repeats=cfg.repeats,
-                    threads=cfg.threads,
-                    data_dir=data_dir,
-                    checkpoint=str(checkpoint) if checkpoint else None,
-                    data=data if data_dir else None,
-                    heldout_images=cfg.heldout_images,
-                    heldout_batch_size=cfg.heldout_batch_size,
-                )
+                common
+                | {
+                    "name": name,
+                    "precision": str(precision),
+                    "max_batch": bool(on_gpu and cfg.gpu_max_batch),
+                    "model": model,
+                    "batch_size": batch_size,
+                    "checkpoint": str(checkpoint) if checkpoint else None,
+                    "data": data if data_dir else None,
+                }
             )
-    rows = run_benchmark(specs, processes=int(cfg.processes))
+    return specs
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark")
+def main(cfg: DictConfig) -> None:
+    import torch
+
+    from dpglow.benchmark import load_average, machine_description, run_benchmark, write_tables
+
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    models = list(cfg.models) + (list(cfg.gpu_models) if device.startswith("cuda") else [])
+    if not models:
+        raise ValueError(
+            f"nothing to benchmark on {device}: models is empty and gpu_models "
+            f"{list(cfg.gpu_models or [])} only run on a CUDA device; name models=[glow_64,...]"
+        )
+    load_before = load_average()
+    rows = run_benchmark(_specs(cfg, device, models), processes=int(cfg.processes))
     machine = (
         f"{machine_description()}; load average (1 / 5 / 15 min) {load_before} at the start, "
         f"{load_average()} at the end"

@@ -64,17 +64,30 @@ def test_invconv_cache_is_reused_and_equals_a_fresh_computation():
     assert layer.weight().requires_grad and layer.weight() is not weight
 
 
-def test_invconv_cache_follows_optimizer_steps_loads_and_dtype_changes():
+@pytest.mark.parametrize(
+    "make_optimizer",
+    [
+        lambda params: torch.optim.SGD(params, lr=1e-3),
+        # Fused Adam (what training uses) updates in place without bumping the tensors' version
+        # counters: a cache keyed on versions kept the step-0 weight through a whole training run.
+        lambda params: torch.optim.Adam(params, lr=1e-3, fused=True),
+    ],
+    ids=["sgd", "fused_adam"],
+)
+def test_invconv_cache_follows_optimizer_steps_loads_and_dtype_changes(make_optimizer):
     layer = _perturbed(InvConv2dLU(4))
     x = torch.randn(2, 4, 3, 3)
     with torch.no_grad():
         stale = layer.inverse_weight()
-    optimizer = torch.optim.SGD(layer.parameters(), lr=1e-3)
+        stale_y = layer(x)[0]
+    optimizer = make_optimizer(layer.parameters())
     y, logdet = layer(x)
     (y.square().sum() + logdet.sum()).backward()
     optimizer.step()
     with torch.no_grad():
         torch.testing.assert_close(layer.reverse(layer(x)[0]), x, atol=1e-5, rtol=0)
+        torch.testing.assert_close(layer(x)[0], layer._mix(x, layer._weight()), atol=0, rtol=0)
+        assert not torch.allclose(layer(x)[0], stale_y)
         new = layer.inverse_weight()
     assert not torch.allclose(new, stale)
     torch.testing.assert_close(

@@ -159,3 +159,21 @@ def test_actnorm_initialised_from_first_batch_without_a_datamodule(tmp_path):
     trainer.fit(model, train_dataloaders=loader)
     assert model.net.actnorm_initialized()
     assert trainer.global_step == 2
+
+
+def test_logged_validation_is_the_saved_checkpoints(compose_train, tmp_path):
+    # The validation pass runs without autograd, on cached 1x1-convolution weights: after the
+    # second epoch's fused Adam steps it must still score the current weights (the checkpoint's).
+    cfg = compose_train(
+        "data=pediatric",
+        "trainer.limit_train_batches=4",
+        "trainer.max_epochs=2",
+        "test=false",
+        output_dir=tmp_path / "r",
+    )
+    metrics, objects = train(cfg)
+    module = GlowModule.load_from_checkpoint(
+        tmp_path / "r" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
+    )
+    again = objects["trainer"].validate(module, datamodule=objects["datamodule"], verbose=False)
+    assert again[0]["val/bpd"] == pytest.approx(metrics["val/bpd"], abs=1e-5)

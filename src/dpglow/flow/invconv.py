@@ -8,6 +8,13 @@ import torch
 from torch import nn
 
 
+def _same_values(saved: tuple[torch.Tensor, ...], current: tuple[torch.Tensor, ...]) -> bool:
+    return all(
+        a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
+        for a, b in zip(saved, current, strict=True)
+    )
+
+
 class InvConv2dLU(nn.Module):
     """``y = W x`` per pixel with ``W = P L (U + diag(sign(s) exp(log_s)))``.
 
@@ -16,8 +23,11 @@ class InvConv2dLU(nn.Module):
     1x1 convolution is not undone by the inverse and compounds over the K * L steps.
 
     Without autograd (evaluation, encoding, decoding) the weight and its float64-computed inverse
-    are built once and reused until a parameter or buffer changes (an optimizer step or a state
-    dict load bumps the tensors' versions) or moves (``.to(...)`` empties the cache).
+    are built once and reused while the parameters and buffers hold exactly the values they were
+    built from (compared element by element: C x C numbers, nothing beside the pixels' matrix
+    product). Version counters are not enough: fused Adam updates parameters in place without
+    bumping them, and a stale weight beside the current log-determinant is not a density.
+    ``.to(...)`` empties the cache.
     """
 
     def __init__(self, num_channels: int) -> None:
@@ -32,7 +42,7 @@ class InvConv2dLU(nn.Module):
         self.lower = nn.Parameter(lower.float())
         self.upper = nn.Parameter(torch.triu(upper, 1).float())
         self.log_s = nn.Parameter(torch.log(torch.abs(diag)).float())
-        self._cache: dict[str, tuple[tuple, torch.Tensor]] = {}
+        self._cache: dict[str, tuple[tuple[torch.Tensor, ...], torch.Tensor]] = {}
 
     def _weight(self) -> torch.Tensor:
         lower = self.lower * self.lower_mask + self.eye
@@ -48,11 +58,10 @@ class InvConv2dLU(nn.Module):
         tensors = (self.lower, self.upper, self.log_s, self.perm, self.sign_s)
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return compute()  # training: the weight is part of the graph, built once per call
-        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
         hit = self._cache.get(name)
-        if hit is None or hit[0] != key:
+        if hit is None or not _same_values(hit[0], tensors):
             with torch.no_grad():
-                hit = (key, compute())
+                hit = (tuple(t.detach().clone() for t in tensors), compute())
             self._cache[name] = hit
         return hit[1]
 

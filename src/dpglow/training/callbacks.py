@@ -1,4 +1,5 @@
-"""Callbacks: per-step timing and peak memory, for run summaries and benchmarks."""
+"""Callbacks: per-step timing and peak memory (run summaries, benchmarks), and an exponential
+moving average of the weights for evaluation and release."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import EMAWeightAveraging
+from pytorch_lightning.trainer.states import TrainerFn
 
 
 def peak_rss_mb() -> float:
@@ -60,3 +63,18 @@ class StepTimer(pl.Callback):
             stats["step_seconds_max"] = round(max(self.durations), 4)
             stats["timed_steps"] = len(self.durations)
         return stats
+
+
+class EMAWeights(EMAWeightAveraging):
+    """Lightning's EMA of the weights (Polyak averaging, ``decay`` per step): validation, the
+    checkpoints' ``state_dict`` (what ``load_flow`` releases with) and the end of training use the
+    average; the raw weights travel in the checkpoint for an exact resume.
+
+    One change to Lightning's callback: loading a checkpoint outside fitting (``trainer.test`` of
+    the best checkpoint) keeps the averaged weights it holds, instead of swapping the raw ones
+    back in, so the reported test bits/dim are those of the weights that get released.
+    """
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)

@@ -12,6 +12,9 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+# ``total_steps: auto`` in a scheduler config: the run's own length (see build_optimizers).
+AUTO = "auto"
+
 
 class WarmupCosine:
     """Linear warm-up from ~0 over ``warmup_steps``, then constant, or a cosine decay to
@@ -88,7 +91,11 @@ def build_optimizers(
 ) -> dict:
     """``configure_optimizers`` from the config's partials; the schedule steps every batch.
 
-    Adam and AdamW run fused where the parameters allow it (:func:`fused_supported`)."""
+    Adam and AdamW run fused where the parameters allow it (:func:`fused_supported`). A scheduler
+    partial with ``total_steps="auto"`` gets the run's length as Lightning estimates it
+    (``trainer.estimated_stepping_batches``: ``max_steps``, else ``max_epochs`` times the batches
+    per epoch), so a cosine ends where the run does; a run bounded by ``max_time`` alone needs
+    ``trainer.max_steps`` for that."""
     if optimizer is None:
         raise ValueError(
             f"{type(module).__name__} needs an optimizer to train (model.optimizer in the config)"
@@ -97,6 +104,14 @@ def build_optimizers(
     opt = _with_fused(optimizer, params)(params=params)
     if scheduler is None:
         return {"optimizer": opt}
+    if isinstance(scheduler, functools.partial) and scheduler.keywords.get("total_steps") == AUTO:
+        steps = module.trainer.estimated_stepping_batches
+        if not math.isfinite(steps):
+            raise ValueError(
+                "model.scheduler.total_steps=auto needs a run of known length: set "
+                "trainer.max_steps (or max_epochs), or give total_steps as a number"
+            )
+        scheduler = functools.partial(scheduler, total_steps=int(steps))
     return {
         "optimizer": opt,
         "lr_scheduler": {"scheduler": scheduler(optimizer=opt), "interval": "step", "frequency": 1},
