@@ -243,3 +243,15 @@ def test_label_channel_randomized_response_stage_audit():
     bound = epsilon_lower_bound(rr(ones, generator=gen)[0][:, 0], rr(zeros, generator=gen)[0][:, 0],
                                 [0.5])  # fmt: skip
     assert 0.8 * 2.1 < bound <= 2.1
+
+
+def test_the_budget_split_sums_to_epsilon_and_caps_the_labels():
+    from dpglow.privatization.subspace import split_budget
+
+    labels, latent = split_budget(3.0, label_fraction=0.8, max_label_epsilon=None)
+    assert (labels, latent) == pytest.approx((2.4, 0.6))
+    assert split_budget(10.0, label_fraction=1.0, max_label_epsilon=6) == (6.0, 4.0)
+    assert split_budget(5.0, label_fraction=1.0, max_label_epsilon=6) == (5.0, 0.0)
+    assert split_budget(math.inf, label_fraction=0.0, max_label_epsilon=6) == (0.0, math.inf)
+    with pytest.raises(ValueError, match="max_label_epsilon"):
+        split_budget(1.0, label_fraction=1.0, max_label_epsilon=0)

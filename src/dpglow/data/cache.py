@@ -45,6 +45,34 @@ class CacheResult:
     n_decoded: int = 0
 
 
+def _stamps(paths: Sequence[str]) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
+    """(each readable path's size-and-mtime stamp, the unreadable paths with their errors)."""
+    stamps: dict[str, tuple[int, int]] = {}
+    failed: dict[str, str] = {}
+    for p in paths:
+        try:
+            stamps[p] = file_stamp(p)
+        except OSError as exc:
+            failed[p] = f"{p}: cannot read ({exc})"
+    return stamps, failed
+
+
+def _stale(stamps: dict, data: dict, row_of: dict[str, int], failed: dict[str, str]) -> list[str]:
+    """The paths to decode: not cached, or changed since. A file that failed before and has not
+    changed fails again without decoding (added to ``failed``)."""
+    cached_stamps = data["stamps"].tolist()
+    old_failed: dict[str, list] = data["failed"]
+    todo = []
+    for p, stamp in stamps.items():
+        if p in row_of and tuple(cached_stamps[row_of[p]]) == stamp:
+            continue
+        if p in old_failed and tuple(old_failed[p][:2]) == stamp:
+            failed[p] = old_failed[p][2]
+            continue
+        todo.append(p)
+    return todo
+
+
 class ImageCache:
     """A decoded uint8 image store for one dataset root at one resolution.
 
@@ -126,26 +154,10 @@ class ImageCache:
         Raises DataFormatError naming the first unreadable file unless ``skip_unreadable``.
         """
         t0 = time.perf_counter()
-        stamps: dict[str, tuple[int, int]] = {}
-        failed: dict[str, str] = {}
-        for p in paths:
-            try:
-                stamps[p] = file_stamp(p)
-            except OSError as exc:
-                failed[p] = f"{p}: cannot read ({exc})"
+        stamps, failed = _stamps(paths)
         data = self._load() or self._empty()
         row_of = {k: i for i, k in enumerate(data["keys"])}
-        cached_stamps = data["stamps"].tolist()
-        old_failed: dict[str, list] = data["failed"]
-
-        todo = []
-        for p, stamp in stamps.items():
-            if p in row_of and tuple(cached_stamps[row_of[p]]) == stamp:
-                continue
-            if p in old_failed and tuple(old_failed[p][:2]) == stamp:
-                failed[p] = old_failed[p][2]
-                continue
-            todo.append(p)
+        todo = _stale(stamps, data, row_of, failed)
 
         if todo:
             images, ok, new_failed = self._decode(todo)

@@ -163,6 +163,28 @@ def _bounded(x: torch.Tensor, bound: float) -> torch.Tensor:
     return torch.nan_to_num(x, nan=0.0, posinf=bound, neginf=-bound).clamp_(-bound, bound)
 
 
+def _check_arguments(
+    in_channels, image_size, num_levels, depth, hidden_channels, split_prior, num_conditions,
+    condition_split_priors,
+) -> None:  # fmt: skip
+    if num_conditions < 0:
+        raise ValueError(f"num_conditions must be >= 0, got {num_conditions}")
+    if condition_split_priors and num_conditions == 0:
+        raise ValueError("condition_split_priors=True needs num_conditions > 0")
+    if num_levels < 1 or depth < 1 or hidden_channels < 1 or in_channels < 1:
+        raise ValueError(
+            "num_levels, depth, hidden_channels and in_channels must be positive, got "
+            f"{num_levels}, {depth}, {hidden_channels}, {in_channels}"
+        )
+    if image_size % (2**num_levels):
+        raise ValueError(
+            f"image_size={image_size} must be divisible by 2**num_levels={2**num_levels}: "
+            "each level halves the resolution. Choose another image_size or num_levels."
+        )
+    if split_prior not in SPLIT_PRIORS:
+        raise ValueError(f"split_prior must be one of {SPLIT_PRIORS}, got {split_prior!r}")
+
+
 class Glow(nn.Module):
     """Glow for images with any number of channels, inputs in [-0.5, 0.5].
 
@@ -200,22 +222,10 @@ class Glow(nn.Module):
         condition_split_priors: bool = False,
     ) -> None:
         super().__init__()
-        if num_conditions < 0:
-            raise ValueError(f"num_conditions must be >= 0, got {num_conditions}")
-        if condition_split_priors and num_conditions == 0:
-            raise ValueError("condition_split_priors=True needs num_conditions > 0")
-        if num_levels < 1 or depth < 1 or hidden_channels < 1 or in_channels < 1:
-            raise ValueError(
-                "num_levels, depth, hidden_channels and in_channels must be positive, got "
-                f"{num_levels}, {depth}, {hidden_channels}, {in_channels}"
-            )
-        if image_size % (2**num_levels):
-            raise ValueError(
-                f"image_size={image_size} must be divisible by 2**num_levels={2**num_levels}: "
-                "each level halves the resolution. Choose another image_size or num_levels."
-            )
-        if split_prior not in SPLIT_PRIORS:
-            raise ValueError(f"split_prior must be one of {SPLIT_PRIORS}, got {split_prior!r}")
+        _check_arguments(
+            in_channels, image_size, num_levels, depth, hidden_channels, split_prior,
+            num_conditions, condition_split_priors,
+        )  # fmt: skip
         self.config = dict(
             in_channels=in_channels,
             image_size=image_size,

@@ -164,6 +164,45 @@ def principal_directions(latents: torch.Tensor, k: int) -> torch.Tensor:
     return vh[:k]
 
 
+def _probes(u, labels, pathologies, min_count: int, shrinkage: float):
+    """A Fisher probe per pathology with ``min_count`` known positives and negatives:
+    (directions, thresholds, names, training AUCs)."""
+    probes, thresholds, names, aucs = [], [], [], []
+    for j, name in enumerate(pathologies):
+        known = ~torch.isnan(labels[:, j])
+        y = labels[known, j]
+        if int((y > 0.5).sum()) < min_count or int((y < 0.5).sum()) < min_count:
+            continue
+        w, t, auc = fisher_probe(u[known], y, shrinkage=shrinkage)
+        probes.append(w), thresholds.append(t), names.append(name), aucs.append(auc)
+    return probes, thresholds, names, aucs
+
+
+def _supervised_rows(kind, k, probes, names, aucs, min_count: int, d: int):
+    """The orthonormal supervised rows (the best ``k`` probes by training AUC, signed so that
+    positives project higher) and their names; none for ``kind=pca``."""
+    order = sorted(range(len(names)), key=lambda i: -aucs[i])
+    if kind == "pca":
+        return torch.zeros(0, d, dtype=torch.float64), []
+    if not order:
+        raise BasisError(
+            f"no pathology has {min_count} positive and negative training labels: use "
+            "basis.kind=pca"
+        )
+    chosen = order[:k]
+    if kind == "supervised" and len(order) < k:
+        raise BasisError(
+            f"basis.kind=supervised gives {len(order)} direction(s) here ({names}), k={k}: "
+            "use basis.kind=supervised+pca to fill up with principal directions"
+        )
+    q, _ = torch.linalg.qr(torch.stack([probes[i] for i in chosen]).T)
+    rows = q.T.contiguous()
+    for r, i in enumerate(chosen):  # positives project higher on every supervised row
+        if float(rows[r] @ probes[i]) < 0:
+            rows[r] = -rows[r]
+    return rows, [names[i] for i in chosen]
+
+
 def fit_basis(
     latents: torch.Tensor,
     labels: torch.Tensor,
@@ -182,35 +221,8 @@ def fit_basis(
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= latents.shape[1]:
         raise BasisError(f"basis.k must be an int in [1, d={latents.shape[1]}], got {k!r}")
     u = latents.double()
-    probes, thresholds, names, aucs = [], [], [], []
-    for j, name in enumerate(pathologies):
-        known = ~torch.isnan(labels[:, j])
-        y = labels[known, j]
-        if int((y > 0.5).sum()) < min_count or int((y < 0.5).sum()) < min_count:
-            continue
-        w, t, auc = fisher_probe(u[known], y, shrinkage=shrinkage)
-        probes.append(w), thresholds.append(t), names.append(name), aucs.append(auc)
-    order = sorted(range(len(names)), key=lambda i: -aucs[i])
-    directions: list[str] = []
-    rows = torch.zeros(0, u.shape[1], dtype=torch.float64)
-    if kind != "pca":
-        if not order:
-            raise BasisError(
-                f"no pathology has {min_count} positive and negative training labels: use "
-                "basis.kind=pca"
-            )
-        chosen = order[:k]
-        if kind == "supervised" and len(order) < k:
-            raise BasisError(
-                f"basis.kind=supervised gives {len(order)} direction(s) here ({names}), k={k}: "
-                "use basis.kind=supervised+pca to fill up with principal directions"
-            )
-        q, _ = torch.linalg.qr(torch.stack([probes[i] for i in chosen]).T)
-        rows = q.T.contiguous()
-        for r, i in enumerate(chosen):  # positives project higher on every supervised row
-            if float(rows[r] @ probes[i]) < 0:
-                rows[r] = -rows[r]
-        directions = [names[i] for i in chosen]
+    probes, thresholds, names, aucs = _probes(u, labels, pathologies, min_count, shrinkage)
+    rows, directions = _supervised_rows(kind, k, probes, names, aucs, min_count, u.shape[1])
     if len(directions) < k:
         residual = u - (u @ rows.T) @ rows
         extra = principal_directions(residual, k - len(directions))

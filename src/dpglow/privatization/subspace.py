@@ -83,6 +83,31 @@ def check_fraction(value: Any) -> float:
     return float(value)
 
 
+def check_cap(max_label_epsilon: float | None) -> float | None:
+    """``max_label_epsilon`` as a float (None: no cap); it must be positive."""
+    if max_label_epsilon is None:
+        return None
+    if isinstance(max_label_epsilon, bool) or not max_label_epsilon > 0:
+        raise ValueError(f"max_label_epsilon must be > 0, got {max_label_epsilon!r}")
+    return float(max_label_epsilon)
+
+
+def split_budget(
+    epsilon: float, *, label_fraction: float, max_label_epsilon: float | None
+) -> tuple[float, float]:
+    """(epsilon for the labels, epsilon for the latent directions), summing to ``epsilon``: the
+    labels get ``label_fraction`` of it, at most ``max_label_epsilon`` (past that the labels'
+    randomized response is below the labeler's own error, so the rest goes to the latents)."""
+    f = label_fraction
+    eps_label = epsilon * f if f > 0 else 0.0  # (never inf * 0)
+    eps_latent = epsilon * (1 - f) if f < 1 else 0.0
+    cap = check_cap(max_label_epsilon)
+    if cap is not None and math.isfinite(eps_label) and eps_label > cap:
+        eps_latent += eps_label - cap
+        eps_label = cap
+    return eps_label, eps_latent
+
+
 class SubspacePrivatizer(Privatizer):
     """See the module docstring. ``basis``: ``{kind, k, levels, path}`` (``path`` null: the file
     ``fit_basis.py`` saved beside the flow for these settings). ``mechanism`` and ``labels`` are
@@ -123,19 +148,10 @@ class SubspacePrivatizer(Privatizer):
         train = self.basis.train_projections
         q = torch.quantile(train.double(), torch.tensor([0.05, 0.95], dtype=torch.float64), dim=0)
         self.center = ((q[0] + q[1]) / 2).float()  # [k], public
-        f = self.label_fraction
-        eps_label = self.epsilon * f if f > 0 else 0.0  # (never inf * 0)
-        eps_latent = self.epsilon * (1 - f) if f < 1 else 0.0
-        self.max_label_epsilon = None
-        if max_label_epsilon is not None:
-            if isinstance(max_label_epsilon, bool) or not max_label_epsilon > 0:
-                raise ValueError(f"max_label_epsilon must be > 0, got {max_label_epsilon!r}")
-            self.max_label_epsilon = float(max_label_epsilon)
-            if math.isfinite(eps_label) and eps_label > self.max_label_epsilon:
-                # Past this the labels' randomized response is below the labeler's own error:
-                # the rest of the budget goes to the latent channel.
-                eps_latent += eps_label - self.max_label_epsilon
-                eps_label = self.max_label_epsilon
+        self.max_label_epsilon = check_cap(max_label_epsilon)
+        eps_label, eps_latent = split_budget(
+            self.epsilon, label_fraction=self.label_fraction, max_label_epsilon=max_label_epsilon
+        )
         self.mechanism = None
         if eps_latent > 0:
             if mechanism is None:
