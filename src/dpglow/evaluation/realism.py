@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from dpglow.data.subsets import tensor_digest
 from dpglow.evaluation.artifacts import cached, key_of
 from dpglow.evaluation.shards import privatize_in_batches
 from dpglow.metrics import discriminator_auc, real_vs_real_auc
@@ -62,23 +63,39 @@ def prior_samples(
     return cached(cache_dir, "prior_samples", key, make)["images"]
 
 
-def realism_columns(
-    originals: torch.Tensor, released: torch.Tensor, prior: torch.Tensor | None
-) -> dict[str, float]:
-    """The three realism columns (see the module docstring); ``prior`` None leaves its NaN, and
-    fewer than :data:`MIN_IMAGES` images leave all three NaN (too few for 5 folds of halves)."""
-    if len(originals) < MIN_IMAGES:
-        log.info(
-            "realism: %d images are too few (need %d); columns left NaN", len(originals), MIN_IMAGES
-        )
-        return dict.fromkeys(("realism/auc", "realism/control_auc", "realism/prior_auc"), math.nan)
+def _references(originals: torch.Tensor, prior: torch.Tensor | None) -> dict[str, float]:
+    """The columns that depend on the originals and the prior samples only (shared by a sweep)."""
     row = {
-        "realism/auc": discriminator_auc(originals, released, seed=SEED, paired=True),
         "realism/control_auc": real_vs_real_auc(originals, seed=SEED),
         "realism/prior_auc": math.nan,
     }
     if prior is not None:
         row["realism/prior_auc"] = discriminator_auc(originals, prior, seed=SEED, paired=False)
+    return row
+
+
+def realism_columns(
+    originals: torch.Tensor,
+    released: torch.Tensor,
+    prior: torch.Tensor | None,
+    *,
+    cache_dir: Path | None = None,
+) -> dict[str, float]:
+    """The three realism columns (see the module docstring); ``prior`` None leaves its NaN, and
+    fewer than :data:`MIN_IMAGES` images leave all three NaN (too few for 5 folds of halves).
+    The control and prior columns are computed once per sweep (``cache_dir``)."""
+    if len(originals) < MIN_IMAGES:
+        log.info(
+            "realism: %d images are too few (need %d); columns left NaN", len(originals), MIN_IMAGES
+        )
+        return dict.fromkeys(("realism/auc", "realism/control_auc", "realism/prior_auc"), math.nan)
+    digests = [tensor_digest(originals), None if prior is None else tensor_digest(prior), SEED]
+    row = {"realism/auc": discriminator_auc(originals, released, seed=SEED, paired=True)}
+    row.update(
+        cached(
+            cache_dir, "realism_references", key_of(digests), lambda: _references(originals, prior)
+        )
+    )
     log.info(
         "realism: discriminator AUC %.3f for the release, %.3f for prior samples, %.3f between "
         "two halves of the originals",

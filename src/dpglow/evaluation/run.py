@@ -135,7 +135,7 @@ def _realism(cfg: DictConfig, job: _Job, released, device, cache_dir) -> dict[st
         cache_dir=cache_dir,
         flow_sha256=job.flow_info["sha256"],
     )
-    return realism_columns(job.images.images, released, prior)
+    return realism_columns(job.images.images, released, prior, cache_dir=cache_dir)
 
 
 def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
