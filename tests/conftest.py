@@ -32,6 +32,12 @@ TINY_MODEL = [
     "model.init_batch_size=16",
     "model.scheduler.warmup_steps=2",
 ]
+# A tiny variational dequantiser (add to a tiny model's overrides).
+TINY_DEQUANTIZER = [
+    "model/dequantizer=variational",
+    "model.dequantizer.depth=2",
+    "model.dequantizer.hidden_channels=8",
+]
 
 
 def tiny_overrides(tmp_path: Path, tiny_model: bool = True) -> list[str]:

@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 import dpglow.benchmark.run as bench_run
-from conftest import run_entry
+from conftest import TINY_DEQUANTIZER, run_entry
 from dpglow.benchmark import (
     NO_CHECKPOINT,
     TIMINGS,
@@ -97,7 +97,10 @@ def test_bf16_mixed_training_step_is_measured(data_dir, fake_measures):
 def test_heldout_bits_per_dim_reproduces_the_training_run(compose_train, tmp_path):
     from dpglow.training.pipeline import train
 
-    cfg = compose_train(output_dir=tmp_path / "runs" / "run")
+    # A dequantiser that has moved well away from the uniform noise it starts as.
+    cfg = compose_train(
+        *TINY_DEQUANTIZER, "model.optimizer.lr=0.02", output_dir=tmp_path / "runs" / "run"
+    )
     train(cfg)
     model = OmegaConf.to_container(cfg.model.net, resolve=True)
     ckpt = find_checkpoint(tmp_path / "runs", model)
@@ -116,12 +119,17 @@ def test_heldout_bits_per_dim_reproduces_the_training_run(compose_train, tmp_pat
     assert where == "test split of run"
     # The codecs see the same test images as the training run's summary...
     assert codec_bits_per_dim(images.numpy())["png_bpd"] == pytest.approx(summary["test/png_bpd"])
-    # ...and the held-out bits/dim use its evaluation protocol (one test batch of 4 there).
-    from dpglow.flow import load_flow
+    # ...and the held-out bits/dim use its evaluation protocol (one test batch of 4 there),
+    # through the variational dequantiser trained with the flow.
+    from dpglow.flow import load_dequantizer, load_flow
 
     flow, _ = load_flow(ckpt)
-    bpd = heldout_bits_per_dim(flow, images[:4], batch_size=4)
-    assert bpd == pytest.approx(summary["test/bpd"], abs=1e-4)
+    dequantizer = load_dequantizer(ckpt)
+    assert dequantizer is not None
+    bpd = heldout_bits_per_dim(flow, images[:4], batch_size=4, dequantizer=dequantizer)
+    assert bpd == pytest.approx(summary["test/bpd"], abs=1e-5)
+    uniform = heldout_bits_per_dim(flow, images[:4], batch_size=4)
+    assert abs(uniform - bpd) > 4e-4  # not the figure of uniform noise (8e-4 away here)
 
     row = bench_model(
         dict(name="run", model=model, device="cpu", batch_size=2, warmup=0, repeats=1,
@@ -130,6 +138,7 @@ def test_heldout_bits_per_dim_reproduces_the_training_run(compose_train, tmp_pat
     )  # fmt: skip
     assert row["heldout_bpd"] == pytest.approx(bpd, abs=1e-4)
     assert row["heldout_images"] == 4 and row["checkpoint"] == str(ckpt)
+    assert row["dequantization"] == "variational"
     assert row["png_bpd"] == pytest.approx(
         codec_bits_per_dim(images[:4].numpy())["png_bpd"], abs=1e-4
     )

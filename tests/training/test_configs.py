@@ -57,6 +57,10 @@ def test_experiment_configs_compose(compose_train):
     net = instantiate(long.model).net
     assert len(net.levels) == long.model.net.num_levels
     assert all(len(level.steps) == long.model.net.depth for level in net.levels)
+    # ...and trains on random zoomed crops, with the dequantisation the demo uses.
+    zoom = instantiate(long.data.augment)
+    assert (zoom.source_size, zoom.min_scale) == (224, 0.85)
+    assert "dequantizer" not in long.model
 
 
 def test_data_dir_is_found_without_configuration(compose_train, data_dir):

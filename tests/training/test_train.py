@@ -11,7 +11,8 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from dpglow.flow import CheckpointError, Glow, to_flow_input
+from conftest import TINY_DEQUANTIZER
+from dpglow.flow import CheckpointError, Glow, load_dequantizer, to_flow_input
 from dpglow.training import GlowModule
 from dpglow.training.pipeline import train
 
@@ -103,7 +104,7 @@ def test_resume_refuses_another_architecture(compose_train, tmp_path, caplog):
 
 
 def test_checkpoint_rebuilds_its_own_model(compose_train, tmp_path):
-    cfg = compose_train("data=pediatric", output_dir=tmp_path / "run")
+    cfg = compose_train("data=pediatric", *TINY_DEQUANTIZER, output_dir=tmp_path / "run")
     _, objects = train(cfg)
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     loaded = GlowModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
@@ -111,6 +112,32 @@ def test_checkpoint_rebuilds_its_own_model(compose_train, tmp_path):
     assert loaded.net.actnorm_initialized()
     x = torch.rand(2, 1, 32, 32) - 0.5
     torch.testing.assert_close(loaded.net.log_prob(x), objects["model"].net.cpu().log_prob(x))
+    # The variational dequantiser comes back too, from the module and on its own.
+    trained = objects["model"].dequantizer.cpu()
+    for dequantizer in (loaded.dequantizer, load_dequantizer(ckpt)):
+        assert dequantizer.config == trained.config == {
+            "in_channels": 1, "depth": 2, "hidden_channels": 8, "context_channels": 16,
+        }  # fmt: skip
+        noise = torch.randn(2, 1, 32, 32)
+        torch.testing.assert_close(dequantizer(x, noise), trained(x, noise))
+
+
+def test_a_flow_trained_with_uniform_noise_has_no_dequantizer(compose_train, tmp_path):
+    cfg = compose_train("data=pediatric", output_dir=tmp_path / "u")
+    _, objects = train(cfg)
+    ckpt = tmp_path / "u" / "checkpoints" / "last.ckpt"
+    assert objects["model"].dequantizer is None and load_dequantizer(ckpt) is None
+    assert GlowModule.load_from_checkpoint(ckpt, weights_only=True).dequantizer is None
+    # Resuming it with a variational dequantiser is refused: the bound would change mid-run.
+    resumed = compose_train(
+        "data=pediatric",
+        *TINY_DEQUANTIZER,
+        "trainer.max_epochs=2",
+        f"resume_from={ckpt}",
+        output_dir=tmp_path / "v",
+    )
+    with pytest.raises(ValueError, match="trained with dequantizer None"):
+        train(resumed)
 
 
 def test_trained_64px_model_inverts_to_float32_precision(compose_train, tmp_path):

@@ -16,7 +16,15 @@ from hydra.utils import instantiate
 
 from dpglow.data import read_image
 from dpglow.data.codecs import codec_bits_per_dim
-from dpglow.flow import CHECKPOINT_KEY, architecture, bits_per_dim, load_flow, to_flow_input
+from dpglow.flow import (
+    CHECKPOINT_KEY,
+    architecture,
+    bits_per_dim,
+    dequantize,
+    load_dequantizer,
+    load_flow,
+    to_flow_input,
+)
 from dpglow.training.module import eval_noise_generator
 from dpglow.utils.discovery import data_of
 
@@ -61,19 +69,26 @@ def find_checkpoint(
 
 
 def heldout_bits_per_dim(
-    flow: torch.nn.Module, images: torch.Tensor, *, n_bits: int = 8, batch_size: int = 16
+    flow: torch.nn.Module,
+    images: torch.Tensor,
+    *,
+    n_bits: int = 8,
+    batch_size: int = 16,
+    dequantizer: torch.nn.Module | None = None,
 ) -> float:
-    """Mean test bits/dim, with the training module's evaluation protocol: uniform
-    dequantisation from :func:`~dpglow.training.module.eval_noise_generator` per batch (so with
-    the run's evaluation batch size it reproduces its ``test/bpd``)."""
+    """Mean test bits/dim, with the training module's evaluation protocol: the dequantisation
+    noise of :func:`~dpglow.training.module.eval_noise_generator` per batch, uniform or through
+    the run's ``dequantizer`` (:func:`~dpglow.flow.load_dequantizer`), so with the run's
+    evaluation batch size it reproduces its ``test/bpd``."""
     device = next(flow.parameters()).device
     total = 0.0
     with torch.no_grad():
         for i, chunk in enumerate(images.split(batch_size)):
             gen = eval_noise_generator(i, device)
             chunk = chunk.to(device)
-            x = to_flow_input(chunk, n_bits=n_bits, dequantize=True, generator=gen)
-            bpd = bits_per_dim(flow.log_prob(x), num_dims=flow.num_dims, n_bits=n_bits)
+            x, log_q = dequantize(chunk, n_bits=n_bits, generator=gen, dequantizer=dequantizer)
+            log_px = flow.log_prob(x) - log_q
+            bpd = bits_per_dim(log_px, num_dims=flow.num_dims, n_bits=n_bits)
             total += bpd.double().sum().item()
     return total / len(images)
 
@@ -116,8 +131,13 @@ def heldout_row(spec: Mapping[str, Any], device: torch.device) -> dict[str, Any]
         data=spec.get("data"),
         max_images=spec.get("heldout_images"),
     )
+    dequantizer = load_dequantizer(checkpoint)
     bpd = heldout_bits_per_dim(
-        flow, images, n_bits=info["n_bits"], batch_size=spec.get("heldout_batch_size", 16)
+        flow,
+        images,
+        n_bits=info["n_bits"],
+        batch_size=spec.get("heldout_batch_size", 16),
+        dequantizer=None if dequantizer is None else dequantizer.to(device),
     )
     codecs = codec_bits_per_dim(images.numpy())
     with torch.no_grad():
@@ -129,6 +149,7 @@ def heldout_row(spec: Mapping[str, Any], device: torch.device) -> dict[str, Any]
         "webp_bpd": round(codecs["webp_bpd"], 4) if "webp_bpd" in codecs else "no WebP in Pillow",
         "heldout_images": len(images),
         "heldout_source": where,
+        "dequantization": "uniform" if dequantizer is None else "variational",
         "inverse_max_abs_error": float(f"{inverse_error:.3g}"),
         "checkpoint": str(checkpoint),
     }

@@ -4,6 +4,7 @@ Importing this package registers the OmegaConf resolvers of ``conf/paths`` (``${
 ``${dpglow_root:}``).
 """
 
+from dpglow.data.augment import AugmentedDataset, RandomZoom
 from dpglow.data.datamodule import ChestXrayDataModule
 from dpglow.data.io import read_image
 from dpglow.data.paths import (
@@ -24,6 +25,7 @@ from dpglow.data.splits import make_splits
 register_resolvers()
 
 __all__ = [
+    "AugmentedDataset",
     "CheXpertSource",
     "ChestXrayDataModule",
     "DataFormatError",
@@ -32,6 +34,7 @@ __all__ = [
     "MedMNISTSource",
     "NIHSource",
     "PediatricSource",
+    "RandomZoom",
     "default_data_dir",
     "make_splits",
     "read_image",

@@ -14,9 +14,15 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from dpglow.data.augment import AugmentedDataset, RandomZoom
 from dpglow.data.cache import ImageCache
 from dpglow.data.io import center_crop_resize
-from dpglow.data.paths import NO_DATA_DIR, DatasetNotFoundError, not_found_message
+from dpglow.data.paths import (
+    NO_DATA_DIR,
+    DataFormatError,
+    DatasetNotFoundError,
+    not_found_message,
+)
 from dpglow.data.sources import RecordSource
 from dpglow.data.splits import SPLITS, make_splits
 
@@ -52,12 +58,15 @@ class EpochSeededSampler(Sampler[int]):
     disjoint and each epoch reshuffles deterministically (tests/training/test_ddp.py).
     """
 
-    def __init__(self, num_samples: int, seed: int) -> None:
+    def __init__(self, num_samples: int, seed: int, dataset: Dataset | None = None) -> None:
         self.num_samples, self.seed, self.epoch = int(num_samples), int(seed), 0
+        self.dataset = dataset  # told the epoch too, where it has set_epoch (augmentation)
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the permutation of ``epoch``."""
+        """Select the permutation of ``epoch`` (and the dataset's augmentation of it)."""
         self.epoch = int(epoch)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch)
 
     def __iter__(self) -> Iterator[int]:
         rng = np.random.default_rng([self.seed % 2**64, self.epoch])
@@ -77,6 +86,10 @@ class ChestXrayDataModule(pl.LightningDataModule):
     and ``download=True`` needs a source that takes ``download``. Batches are dicts with
     ``image`` uint8 ``[B,1,S,S]``, ``labels`` float32 ``[B,P]`` (NaN = unknown) and ``index``
     int64 ``[B]``.
+
+    ``augment`` (a :class:`~dpglow.data.augment.RandomZoom`) serves the training split as random
+    zoomed crops of the images decoded at ``augment.source_size``, new each epoch; validation,
+    test and :meth:`init_batch` keep the unaugmented images.
     """
 
     def __init__(
@@ -96,6 +109,7 @@ class ChestXrayDataModule(pl.LightningDataModule):
         skip_unreadable: bool = False,
         download: bool = False,
         decode_workers: int | None = None,
+        augment: RandomZoom | None = None,
     ) -> None:
         super().__init__()
         if image_size < 1 or batch_size < 1:
@@ -104,7 +118,13 @@ class ChestXrayDataModule(pl.LightningDataModule):
             )
         if max_images is not None and max_images < 1:
             raise ValueError(f"max_images must be >= 1 or None, got {max_images}")
-        self.save_hyperparameters(ignore=["source"], logger=False)
+        if augment is not None and augment.source_size < image_size:
+            raise ValueError(
+                f"data.augment.source_size={augment.source_size} is below image_size="
+                f"{image_size}: decode the images for augmentation at least at the training size"
+            )
+        self.save_hyperparameters(ignore=["source", "augment"], logger=False)
+        self.augment = augment
         self.source_factory = source
         self.root = str(root)
         self.image_size = int(image_size)
@@ -173,16 +193,20 @@ class ChestXrayDataModule(pl.LightningDataModule):
             keep[ranked.index[: quotas[name]]] = True
         return keep
 
-    def _decode(self, records: pd.DataFrame) -> tuple[torch.Tensor, np.ndarray]:
-        """uint8 ``[K,1,S,S]`` for the records that could be read, and their positions."""
+    def _decode(
+        self, records: pd.DataFrame, size: int | None = None
+    ) -> tuple[torch.Tensor, np.ndarray]:
+        """uint8 ``[K,1,S,S]`` (``S = size``, by default ``image_size``) for the records that could
+        be read, and their positions."""
         assert self.source is not None
+        size = size or self.image_size
         if records["path"].isna().all() and hasattr(self.source, "array_images"):
             arrays = self.source.array_images(records["image_id"].tolist())
-            if arrays.shape[1:] != (self.image_size, self.image_size):
-                arrays = np.stack([center_crop_resize(a, self.image_size) for a in arrays])
+            if arrays.shape[1:] != (size, size):
+                arrays = np.stack([center_crop_resize(a, size) for a in arrays])
             return torch.from_numpy(arrays)[:, None], np.arange(len(records))
         cache = ImageCache(
-            self.cache_dir, self.source.name, self.source.root, self.image_size, self.decode_workers
+            self.cache_dir, self.source.name, self.source.root, size, self.decode_workers
         )
         result = cache.get(records["path"].tolist(), skip_unreadable=self.skip_unreadable)
         if result.failed:
@@ -231,13 +255,37 @@ class ChestXrayDataModule(pl.LightningDataModule):
         for name, rows in self._rows.items():
             index = torch.from_numpy(rows).to(torch.int64)
             self._datasets[name] = ChestXrayDataset(images[index], labels_t[index], index)
-        self.train_sampler = EpochSeededSampler(len(self._rows["train"]), self.seed)
+        if self.augment is not None:
+            self._augment_train(records)
+        self.train_sampler = EpochSeededSampler(
+            len(self._rows["train"]), self.seed, self._datasets["train"]
+        )
         log.info(
             "%s at %dpx: %s images (train/val/test), %d pathologies",
             source.name,
             self.image_size,
             "/".join(str(len(self._rows[s])) for s in SPLITS),
             len(self.pathologies),
+        )
+
+    def _augment_train(self, records: pd.DataFrame) -> None:
+        """Replace the training dataset by an :class:`AugmentedDataset` over its images decoded
+        at ``augment.source_size``."""
+        assert self.augment is not None
+        train = self._datasets["train"]
+        sources, kept = self._decode(records.iloc[self._rows["train"]], self.augment.source_size)
+        if len(kept) != len(train):
+            raise DataFormatError(
+                f"{len(train) - len(kept)} training images decoded at {self.image_size}px could "
+                f"not be decoded at data.augment.source_size={self.augment.source_size}px"
+            )
+        self._datasets["train"] = AugmentedDataset(
+            train.images, sources, train.labels, train.index, augment=self.augment, seed=self.seed
+        )
+        log.info(
+            "training images augmented: random zooms of %dpx sources, scale >= %.2f",
+            self.augment.source_size,
+            self.augment.min_scale,
         )
 
     # ------------------------------------------------------------------ access
@@ -257,7 +305,8 @@ class ChestXrayDataModule(pl.LightningDataModule):
             self.dataset(split),
             batch_size=batch_size,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            # Augmenting workers must be re-created each epoch to see the new epoch's boxes.
+            persistent_workers=self.num_workers > 0 and (split != "train" or not self.augment),
             pin_memory=torch.cuda.is_available(),
             **kwargs,
         )

@@ -8,11 +8,13 @@ from dpglow.flow.checkpoint import (
     architecture,
     check_architecture,
     file_sha256,
+    load_dequantizer,
     load_flow,
     read_checkpoint,
 )
 from dpglow.flow.conditioning import LabelPrior
 from dpglow.flow.coupling import AffineCoupling, ZeroConv2d
+from dpglow.flow.dequantization import VariationalDequantizer, dequantize
 from dpglow.flow.glow import FlowStep, Glow, Level, squeeze, unsqueeze
 from dpglow.flow.invconv import InvConv2dLU
 from dpglow.flow.latents import flatten_latents, level_slices, unflatten_latents
@@ -28,13 +30,16 @@ __all__ = [
     "InvConv2dLU",
     "LabelPrior",
     "Level",
+    "VariationalDequantizer",
     "ZeroConv2d",
     "architecture",
     "bits_per_dim",
     "check_architecture",
+    "dequantize",
     "file_sha256",
     "flatten_latents",
     "level_slices",
+    "load_dequantizer",
     "load_flow",
     "read_checkpoint",
     "squeeze",

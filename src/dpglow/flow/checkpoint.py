@@ -12,10 +12,13 @@ from typing import Any
 
 import torch
 
+from dpglow.flow.dequantization import VariationalDequantizer
 from dpglow.flow.glow import Glow
 
 # The checkpoint section with the flow's constructor config ("net_config"), "n_bits" and, for a
-# conditional flow, "condition_pathologies" (written by dpglow.training.GlowModule).
+# conditional flow, "condition_pathologies"; a flow trained with variational dequantisation adds
+# "dequantizer_config" (its weights are the state dict's "dequantizer." entries). Written by
+# dpglow.training.GlowModule.
 CHECKPOINT_KEY = "dpglow"
 # Hydra's keys of a model.net node, not arguments of the flow.
 _HYDRA_KEYS = ("_target_", "_partial_")
@@ -145,3 +148,20 @@ def load_flow(
         "condition_pathologies": pathologies,
     }
     return flow.eval(), info
+
+
+def load_dequantizer(
+    path: str | Path, *, map_location: str = "cpu"
+) -> VariationalDequantizer | None:
+    """The :class:`~dpglow.flow.dequantization.VariationalDequantizer` a training checkpoint
+    holds (eval mode), or ``None`` for a flow trained with uniform dequantisation. Only bits/dim
+    need it: encoding and decoding use the bin centres."""
+    ckpt = read_checkpoint(path, map_location=map_location)
+    config = ckpt[CHECKPOINT_KEY].get("dequantizer_config")
+    if config is None:
+        return None
+    dequantizer = VariationalDequantizer(**config)
+    prefix = "dequantizer."
+    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    dequantizer.load_state_dict(state)
+    return dequantizer.eval()

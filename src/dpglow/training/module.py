@@ -9,9 +9,17 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from torch import nn
 from torchvision.utils import make_grid, save_image
 
-from dpglow.flow import CHECKPOINT_KEY, Glow, bits_per_dim, to_flow_input
+from dpglow.flow import (
+    CHECKPOINT_KEY,
+    Glow,
+    VariationalDequantizer,
+    bits_per_dim,
+    dequantize,
+    to_flow_input,
+)
 from dpglow.training.conditioning import (
     CONDITIONS,
     GRID_TAG,
@@ -39,7 +47,9 @@ class GlowModule(pl.LightningModule):
     :attr:`~dpglow.flow.Glow.config` dict (what the hyperparameters of a checkpoint hold, so that
     ``GlowModule.load_from_checkpoint(path, weights_only=True)`` rebuilds the same flow).
 
-    Metrics: ``train/bpd``, ``val/bpd``, ``test/bpd`` (uniform dequantisation, ``n_bits``).
+    Metrics: ``train/bpd``, ``val/bpd``, ``test/bpd`` at ``n_bits``: with uniform dequantisation,
+    or with a ``dequantizer`` (a :class:`~dpglow.flow.VariationalDequantizer`, or its config dict)
+    trained with the flow, the variational bound (:mod:`dpglow.flow.dequantization`).
     Each validation epoch decodes a fixed set of prior draws at ``sample_temperature`` into an
     image grid (saved under ``<log dir>/samples`` and sent to the loggers that take images).
 
@@ -55,6 +65,7 @@ class GlowModule(pl.LightningModule):
         self,
         *,
         net: Callable[..., Glow] | Mapping[str, Any],
+        dequantizer: nn.Module | Mapping[str, Any] | None = None,
         condition: str = "none",
         condition_pathologies: Sequence[str] | None = None,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
@@ -72,10 +83,14 @@ class GlowModule(pl.LightningModule):
         # The partials stay out of the hyperparameters; the flow's own config (plain data) goes
         # in instead, so a checkpoint rebuilds its model (GlowModule.load_from_checkpoint(path))
         # and holds plain data only (loadable with weights_only=True).
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
+        self.save_hyperparameters(
+            ignore=["net", "dequantizer", "optimizer", "scheduler"], logger=False
+        )
         self.condition_pathologies: list[str] = condition_pathologies
         self.net = _build_net(net, num_conditions=len(condition_pathologies))
         self.hparams["net"] = dict(self.net.config)
+        self.dequantizer = _build_dequantizer(dequantizer, in_channels=self.net.in_channels)
+        self.hparams["dequantizer"] = self._dequantizer_config()
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.n_bits = n_bits
@@ -109,9 +124,14 @@ class GlowModule(pl.LightningModule):
     def _bpd(
         self, images: torch.Tensor, generator: torch.Generator, y: torch.Tensor | None = None
     ) -> torch.Tensor:
-        x = to_flow_input(images, n_bits=self.n_bits, dequantize=True, generator=generator)
-        log_px = self.net.log_prob(x, y=y)
+        x, log_q = dequantize(
+            images, n_bits=self.n_bits, generator=generator, dequantizer=self.dequantizer
+        )
+        log_px = self.net.log_prob(x, y=y) - log_q
         return bits_per_dim(log_px, num_dims=self.net.num_dims, n_bits=self.n_bits)
+
+    def _dequantizer_config(self) -> dict[str, Any] | None:
+        return None if self.dequantizer is None else dict(self.dequantizer.config)
 
     # -- ActNorm initialisation ---------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -208,6 +228,8 @@ class GlowModule(pl.LightningModule):
             "n_bits": self.n_bits,
             "noise_state": noise_state,
         }
+        if self.dequantizer is not None:
+            checkpoint[CHECKPOINT_KEY]["dequantizer_config"] = self._dequantizer_config()
         if self.net.num_conditions:
             # What the flow's label vector means, in order (load_flow returns it).
             checkpoint[CHECKPOINT_KEY]["condition_pathologies"] = list(self.condition_pathologies)
@@ -232,6 +254,12 @@ class GlowModule(pl.LightningModule):
                 f"(key: (checkpoint, config)): {diff}. Use the model config the checkpoint was "
                 "trained with, e.g. model.net.depth=... or model.condition=..., or another "
                 "checkpoint."
+            )
+        stored = saved.get("dequantizer_config")
+        if config is not None and stored != self._dequantizer_config():
+            raise ValueError(
+                f"the checkpoint was trained with dequantizer {stored}, the configured model has "
+                f"{self._dequantizer_config()} (None: uniform): set model.dequantizer to match"
             )
         pathologies = saved.get("condition_pathologies", [])
         if config is not None and list(pathologies) != self.condition_pathologies:
@@ -269,6 +297,22 @@ def _build_net(net: Callable[..., Glow] | Mapping[str, Any], *, num_conditions: 
             f"{num_conditions} labels: pass the pathologies the flow was trained with"
         )
     return Glow(**config)
+
+
+def _build_dequantizer(
+    dequantizer: nn.Module | Mapping[str, Any] | None, *, in_channels: int
+) -> nn.Module | None:
+    """The dequantiser module of a built module, a config dict (a checkpoint's hyperparameters)
+    or ``None`` (uniform noise); its channels must be the flow's."""
+    if isinstance(dequantizer, Mapping):
+        config = {k: v for k, v in dequantizer.items() if k not in ("_target_", "_partial_")}
+        dequantizer = VariationalDequantizer(**config)
+    if dequantizer is not None and dequantizer.config["in_channels"] != in_channels:
+        raise ValueError(
+            f"the dequantizer has in_channels={dequantizer.config['in_channels']}, the flow "
+            f"{in_channels}: set model.dequantizer.in_channels to the flow's"
+        )
+    return dequantizer
 
 
 def _check_condition(
