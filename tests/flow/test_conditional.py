@@ -224,7 +224,10 @@ def test_unconditional_flow_is_the_pre_conditioning_model(split_prior):
         flat = flatten_latents(model.encode(x))
         drawn = [torch.randn((3, *s), generator=gen, dtype=torch.float64) for s in BASE_SHAPES]
         decoded = model.decode(drawn)
-    tol = dict(atol=1e-9, rtol=1e-9)
+    # The weights start in float32 (the 1x1 convolutions' QR and LU come from LAPACK), whose last
+    # bits differ between CPUs: relative 5e-8 between two of this project's machines. Any change
+    # to the model itself moves these sums by orders of magnitude more.
+    tol = dict(atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(
         log_prob, torch.tensor(golden["log_prob"], dtype=torch.float64), **tol
     )
