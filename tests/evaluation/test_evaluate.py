@@ -313,6 +313,7 @@ def test_optuna_search_runs_trials(eval_models, tmp_path):
     assert (frame["split"].iloc[1:] == "val").all() and frame["label_fraction"].iloc[
         1:
     ].notna().all()
+    assert " val images. retention" in (sweep / "results.md").read_text()
     assert "best_params" in (sweep / "optimization_results.yaml").read_text()
 
 

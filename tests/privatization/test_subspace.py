@@ -154,6 +154,29 @@ def test_released_projection_and_fresh_complement(fitted, xray_batch, monkeypatc
     assert float(rest.std()) == pytest.approx(0.5, rel=0.2)  # temperature 0.5
 
 
+def test_other_levels_temperature_draws_only_the_unspanned_levels(fitted, xray_batch, monkeypatch):
+    flow, info = fitted
+    settings = {"postprocess": "none", "mechanism.radius": 1e6, "epsilon": math.inf}
+    base = _subspace(flow, info, **settings)  # temperature 0.5 everywhere
+    hot = _subspace(flow, info, other_levels_temperature=1.5, **settings)
+    assert hot.describe()["other_levels_temperature"] == 1.5
+    assert base.describe()["other_levels_temperature"] == 0.5  # null: the task's temperature
+    # Post-processing only: the privacy record is the same.
+    assert hot.record().as_dict() == base.record().as_dict()
+    images = xray_batch[:6]
+    top = len(flow.levels) - 1
+    cold_latents = _captured_latents(base, images, 3, monkeypatch)
+    hot_latents = _captured_latents(hot, images, 3, monkeypatch)
+    # The basis' level (released projection and its fresh complement) is untouched ...
+    assert torch.allclose(hot_latents[top], cold_latents[top], atol=1e-6)
+    # ... and every other level is the same standard-normal draw at 1.5 instead of 0.5.
+    for level in range(top):
+        assert torch.allclose(hot_latents[level], 3.0 * cold_latents[level], atol=1e-5)
+        assert float(hot_latents[level].std()) == pytest.approx(1.5, rel=0.1)
+    with pytest.raises(ValueError, match="temperature"):
+        _subspace(flow, info, other_levels_temperature=0.0)
+
+
 def test_public_posterior_mean_is_bayes_over_training_points(fitted):
     flow, info = fitted
     privatizer = _subspace(flow, info)

@@ -28,9 +28,9 @@ GRID_FILE = "image_grid.png"
 ORIGINAL = "original (no privacy)"
 # Settings that, when they vary within a sweep, name separate lines of the plot.
 SERIES_KEYS = (
-    "levels", "postprocess", "temperature", "cell", "accounting", "radius", "basis", "k",
-    "label_fraction", "labeler", "flow_depth", "flow_hidden_channels", "flow_ckpt", "classifier",
-    "data",
+    "levels", "postprocess", "temperature", "other_levels_temperature", "cell", "accounting",
+    "radius", "basis", "k", "label_fraction", "labeler", "flow_depth", "flow_hidden_channels",
+    "flow_ckpt", "classifier", "data",
 )  # fmt: skip
 MD_COLUMNS = (
     ("mechanism", "mechanism"), ("series", "setting"), ("epsilon_per_image", "eps/image"),
@@ -189,8 +189,10 @@ def markdown(frame: pd.DataFrame) -> str:
     rows = [{h: row[c] for c, h in columns} for _, row in frame.iterrows()]
     table = markdown_table(rows, columns=[h for _, h in columns], fmt=_fmt)
     n = frame["n_images"].dropna()
+    splits = frame["split"].dropna().unique() if "split" in frame else []
+    split = "/".join(map(str, splits)) or "test"
     note = (
-        f"\n{int(n.iloc[0])} test images. retention = (AUC_priv - 0.5) / (AUC_orig - 0.5); "
+        f"\n{int(n.iloc[0])} {split} images. retention = (AUC_priv - 0.5) / (AUC_orig - 0.5); "
         "link@k: privatized image's own original among the k nearest originals (pixel L2 / "
         "classifier-embedding cosine); re-id: another image of the same patient ranked first / "
         "mean average precision (const@1: what a fixed ranking scores, i.e. the largest patient's "

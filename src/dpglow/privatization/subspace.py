@@ -23,12 +23,16 @@ For an image x with standardised latent u (the basis' levels, flattened, d eleme
    - ``posterior_mean`` / ``posterior_sample``: per coordinate under a N(0, 1) prior;
    - ``none``: a~ + c itself;
 4. the released latent is u' = P^T a^ + (I - P^T P) v with v ~ N(0, T^2 I_d) fresh, the other
-   levels fresh N(0, T^2) draws, decoded (a conditional flow decodes with y~).
+   levels fresh N(0, T_o^2) draws (T_o = ``other_levels_temperature``, by default T), decoded
+   (a conditional flow decodes with y~).
 
 Per-image epsilon = epsilon_label + epsilon_latent = epsilon (basic composition; the record holds
 both parts). ``max_label_epsilon`` caps epsilon_label (the rest goes to the latents): beyond a few
 units randomized response flips fewer labels than the labeler gets wrong, so more label budget
-buys nothing. The temperature applies to the fresh draws only.
+buys nothing. The temperatures apply to the fresh draws only: whatever they are, the release
+depends on the image only through y~ and a~, so they are post-processing and cost no privacy.
+A low T renders the released diagnosis clearly but smooths the image; the levels the basis does
+not span (by default all but the coarsest: the fine detail) can be drawn at another T_o.
 """
 
 from __future__ import annotations
@@ -132,12 +136,18 @@ class SubspacePrivatizer(Privatizer):
         labeler: Mapping[str, Any] | None = None,
         postprocess: str = "public_posterior_mean",
         temperature: float = 1.0,
+        other_levels_temperature: float | None = None,
         n_bits: int = 8,
     ) -> None:
         if postprocess not in POSTPROCESS:
             raise ValueError(f"postprocess must be one of {POSTPROCESS}, got {postprocess!r}")
         self.flow, self.n_bits = flow.eval(), n_bits
         self.temperature = check_temperature(temperature)
+        self.other_levels_temperature = (
+            self.temperature
+            if other_levels_temperature is None
+            else check_temperature(other_levels_temperature)
+        )
         self.postprocess = postprocess
         self.label_fraction = check_fraction(label_fraction)
         self.epsilon = float(epsilon)
@@ -248,6 +258,7 @@ class SubspacePrivatizer(Privatizer):
             "max_label_epsilon": self.max_label_epsilon,
             "postprocess": self.postprocess,
             "temperature": self.temperature,
+            "other_levels_temperature": self.other_levels_temperature,
         }
         if self.mechanism is not None:
             out["latent_mechanism"] = self.mechanism.name
@@ -342,6 +353,10 @@ class SubspacePrivatizer(Privatizer):
         )
         u = a_hat @ matrix + v - (v @ matrix.T) @ matrix
         out = assemble_latents(
-            self.flow, self.levels, u, temperature=self.temperature, generator=generator
+            self.flow,
+            self.levels,
+            u,
+            temperature=self.other_levels_temperature,
+            generator=generator,
         )
         return to_uint8(self.flow.decode(out, **cond), n_bits=self.n_bits)
