@@ -37,10 +37,34 @@ def test_zooms_stay_inside_the_image_and_change_it(source_image):
     assert all(abs(float(o.mean()) - float(plain.mean())) < 25 for o in outs)
 
 
+def test_flips_mirror_the_crop_and_leave_the_boxes_alone(source_image):
+    image, path = source_image
+    plain = read_image(path, 64)
+    always = RandomZoom(source_size=224, min_scale=1.0, flip_probability=1.0)
+    assert np.array_equal(always(image, 64, np.random.default_rng(0)), plain[:, ::-1])
+    # Without flips no extra number is drawn: the boxes are those of the option's absence.
+    never = RandomZoom(source_size=224, min_scale=0.85, flip_probability=0.0)
+    default = RandomZoom(source_size=224, min_scale=0.85)
+    for seed in range(3):
+        a = never(image, 64, np.random.default_rng(seed))
+        assert np.array_equal(a, default(image, 64, np.random.default_rng(seed)))
+    # With flips the box is still the same draw; about half the crops come back mirrored.
+    half = RandomZoom(source_size=224, min_scale=0.85, flip_probability=0.5)
+    mirrored = 0
+    for seed in range(40):
+        box = default(image, 64, np.random.default_rng(seed))
+        out = half(image, 64, np.random.default_rng(seed))
+        assert np.array_equal(out, box) or np.array_equal(out, box[:, ::-1])
+        mirrored += not np.array_equal(out, box)
+    assert 10 <= mirrored <= 30
+
+
 def test_bad_arguments_are_refused(source_image):
     image, _ = source_image
     with pytest.raises(ValueError, match="min_scale"):
         RandomZoom(source_size=224, min_scale=0.0)
+    with pytest.raises(ValueError, match="flip_probability"):
+        RandomZoom(source_size=224, flip_probability=1.5)
     with pytest.raises(ValueError, match="source_size"):
         RandomZoom(source_size=0)
     with pytest.raises(ValueError, match="expected a 128x128"):

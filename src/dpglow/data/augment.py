@@ -17,20 +17,27 @@ class RandomZoom:
     resize is :func:`~dpglow.data.io.center_crop_resize`'s antialiased bilinear filter, so a box
     of the whole image gives exactly the unaugmented image and every augmented image has the
     unaugmented images' resampling statistics (no second resampling, no padding). It models
-    patient position and distance, which vary in real X-rays anyway; it never flips (the heart is
-    on the left) or changes intensities.
+    patient position and distance, which vary in real X-rays anyway; it never changes
+    intensities. ``flip_probability`` mirrors the crop left-right with that probability (0, the
+    default, never: the heart is on the left of a real chest X-ray, so a mirrored image is not
+    one; for a density model it is extra local texture, measured in the README).
 
     ``source_size`` is the resolution the images are decoded at for augmentation: the files' own
     size (224 for the bundled pediatric set) reproduces the unaugmented images exactly.
     """
 
-    def __init__(self, *, source_size: int, min_scale: float = 0.85) -> None:
+    def __init__(
+        self, *, source_size: int, min_scale: float = 0.85, flip_probability: float = 0.0
+    ) -> None:
         if not isinstance(source_size, int) or source_size < 1:
             raise ValueError(f"source_size must be a positive integer, got {source_size!r}")
         if not 0.0 < min_scale <= 1.0:
             raise ValueError(f"min_scale must lie in (0, 1], got {min_scale}")
+        if not 0.0 <= flip_probability <= 1.0:
+            raise ValueError(f"flip_probability must lie in [0, 1], got {flip_probability}")
         self.source_size = source_size
         self.min_scale = float(min_scale)
+        self.flip_probability = float(flip_probability)
 
     def __call__(self, image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
         """``image`` uint8 ``[source_size, source_size]`` -> uint8 ``[size, size]``."""
@@ -47,7 +54,12 @@ class RandomZoom:
         left, top = rng.uniform(0.0, self.source_size - side, size=2)
         box = (left, top, left + side, top + side)
         img = Image.fromarray(np.ascontiguousarray(image))
-        return np.array(img.resize((size, size), Image.Resampling.BILINEAR, box=box))
+        out = np.array(img.resize((size, size), Image.Resampling.BILINEAR, box=box))
+        # Drawn after the box and only when enabled: without flips the boxes (and so the runs)
+        # are those of the releases before the option existed.
+        if self.flip_probability > 0.0 and rng.uniform() < self.flip_probability:
+            out = np.ascontiguousarray(out[:, ::-1])
+        return out
 
 
 class AugmentedDataset(Dataset):

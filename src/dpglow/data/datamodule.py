@@ -283,9 +283,11 @@ class ChestXrayDataModule(pl.LightningDataModule):
             train.images, sources, train.labels, train.index, augment=self.augment, seed=self.seed
         )
         log.info(
-            "training images augmented: random zooms of %dpx sources, scale >= %.2f",
+            "training images augmented: random zooms of %dpx sources, scale >= %.2f, "
+            "mirrored with probability %.2f",
             self.augment.source_size,
             self.augment.min_scale,
+            self.augment.flip_probability,
         )
 
     # ------------------------------------------------------------------ access
