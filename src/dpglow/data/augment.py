@@ -20,7 +20,7 @@ class RandomZoom:
     patient position and distance, which vary in real X-rays anyway; it never changes
     intensities. ``flip_probability`` mirrors the crop left-right with that probability (0, the
     default, never: the heart is on the left of a real chest X-ray, so a mirrored image is not
-    one; for a density model it is extra local texture, measured in the README).
+    one; as extra texture for the density model it did not help on validation, README).
 
     ``source_size`` is the resolution the images are decoded at for augmentation: the files' own
     size (224 for the bundled pediatric set) reproduces the unaugmented images exactly.
