@@ -54,6 +54,7 @@ def _specs(cfg: DictConfig, device: str, models: list[str]) -> list[dict[str, An
         "threads": cfg.threads,
         "data_dir": data_dir,
         "heldout_images": cfg.heldout_images,
+        "heldout_split": cfg.heldout_split,
         "heldout_batch_size": cfg.heldout_batch_size,
     }
     specs = []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 
+import pandas as pd
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -117,6 +118,15 @@ def test_heldout_bits_per_dim_reproduces_the_training_run(compose_train, tmp_pat
     summary = json.loads((tmp_path / "runs" / "run" / "summary.json").read_text())["metrics"]
     images, where = heldout_images(ckpt, model["image_size"], data=None, max_images=None)
     assert where == "test split of run"
+    # The other splits of the same run, on request (the generalisation gap), and nothing else.
+    table = pd.read_csv(tmp_path / "runs" / "run" / "splits.csv")
+    train_images, where = heldout_images(
+        ckpt, model["image_size"], data=None, max_images=None, split="train"
+    )
+    assert where == "train split of run"
+    assert len(train_images) == (table["split"] == "train").sum() != len(images)
+    with pytest.raises(ValueError, match="heldout_split must be one of"):
+        heldout_images(ckpt, model["image_size"], data=None, max_images=None, split="training")
     # The codecs see the same test images as the training run's summary...
     assert codec_bits_per_dim(images.numpy())["png_bpd"] == pytest.approx(summary["test/png_bpd"])
     # ...and the held-out bits/dim use its evaluation protocol (one test batch of 4 there),

@@ -16,6 +16,7 @@ from dpglow.flow import (
     to_uint8,
     unflatten_latents,
 )
+from dpglow.flow.glow import squeeze
 
 
 def _tiny(**kw) -> Glow:
@@ -54,6 +55,27 @@ def test_log_prob_equals_change_of_variables_by_brute_force(split_prior):
     u = flat_u(x.flatten())
     expected = (-0.5 * (u**2 + math.log(2 * math.pi))).sum() + torch.linalg.slogdet(jac)[1]
     torch.testing.assert_close(model.log_prob(x)[0], expected, atol=1e-6, rtol=1e-8)
+
+
+def test_input_squeezes_are_a_flow_of_the_squeezed_image():
+    """input_squeezes=1 is exactly the flow of ``squeeze(x)`` with 4x the channels at half the
+    size (a 2x2 squeeze is a permutation: no logdet), and stays exactly invertible."""
+    torch.manual_seed(0)
+    squeezed = Glow(image_size=16, num_levels=2, depth=2, hidden_channels=16, input_squeezes=1)
+    torch.manual_seed(0)
+    plain = Glow(in_channels=4, image_size=8, num_levels=2, depth=2, hidden_channels=16)
+    assert squeezed.latent_shapes == plain.latent_shapes == [(8, 4, 4), (32, 2, 2)]
+    assert squeezed.config["input_squeezes"] == 1 and "input_squeezes" not in plain.config
+    plain.load_state_dict(squeezed.state_dict())
+    x = torch.rand(4, 1, 16, 16) - 0.5
+    squeezed.initialize(x)
+    plain.initialize(squeeze(x))
+    torch.testing.assert_close(squeezed.log_prob(x), plain.log_prob(squeeze(x)))
+    latents = squeezed.encode(x)
+    for u, v in zip(latents, plain.encode(squeeze(x)), strict=True):
+        torch.testing.assert_close(u, v)
+    torch.testing.assert_close(squeezed.decode(latents), x, atol=1e-5, rtol=0)
+    assert squeezed.decode(latents).shape == x.shape
 
 
 def test_logdet_forward_plus_reverse_is_zero():
@@ -154,6 +176,8 @@ def test_initialize_only_touches_uninitialised_layers():
     ("kwargs", "match"),
     [
         (dict(image_size=12, num_levels=3), "divisible"),
+        (dict(image_size=16, num_levels=4, input_squeezes=1), "input_squeezes"),
+        (dict(input_squeezes=-1), "input_squeezes must be >= 0"),
         (dict(depth=0), "positive"),
         (dict(split_prior="gaussian"), "split_prior"),
     ],

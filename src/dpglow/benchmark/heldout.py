@@ -93,30 +93,44 @@ def heldout_bits_per_dim(
     return total / len(images)
 
 
+SPLITS = ("train", "val", "test")
+
+
 def heldout_images(
-    checkpoint: Path, size: int, *, data: Mapping[str, Any] | None, max_images: int | None
+    checkpoint: Path,
+    size: int,
+    *,
+    data: Mapping[str, Any] | None,
+    max_images: int | None,
+    split: str = "test",
 ) -> tuple[torch.Tensor, str]:
-    """The test images of the checkpoint's run: its ``splits.csv`` when there, else the seeded
-    test split of the datamodule config ``data``. uint8 ``[N, 1, size, size]`` and where from."""
+    """The images of the checkpoint run's ``split`` (``"test"``; ``"train"`` or ``"val"`` to
+    compare, e.g. for the generalisation gap): its ``splits.csv`` when there, else the seeded
+    split of the datamodule config ``data``, unaugmented. uint8 ``[N, 1, size, size]`` (the
+    first ``max_images`` in the split's order) and where from."""
+    if split not in SPLITS:
+        raise ValueError(f"heldout_split must be one of {SPLITS}, got {split!r}")
     splits = checkpoint.parent.parent / "splits.csv"
     if splits.is_file():
         table = pd.read_csv(splits)
-        paths = table.loc[table["split"] == "test", "path"].tolist()[:max_images]
+        paths = table.loc[table["split"] == split, "path"].tolist()[:max_images]
         images = torch.stack([torch.tensor(read_image(p, size))[None] for p in paths])
-        return images, f"test split of {splits.parent.name}"
+        return images, f"{split} split of {splits.parent.name}"
     if data is None:
         raise FileNotFoundError(
-            f"{splits} is missing and no data config was given: cannot tell the test images"
+            f"{splits} is missing and no data config was given: cannot tell the {split} images"
         )
-    datamodule = instantiate(dict(data, image_size=size))
-    datamodule.setup("test")
-    return datamodule.dataset("test").images[:max_images], "seeded test split (datamodule)"
+    datamodule = instantiate(dict(data, image_size=size, augment=None))
+    datamodule.setup()
+    images = datamodule.dataset(split).images[:max_images]
+    return images, f"seeded {split} split (datamodule)"
 
 
 def heldout_row(spec: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
     """The held-out columns of a benchmark row: bits/dim of the flow in ``spec["checkpoint"]``
-    (whose architecture must be ``spec["model"]``'s) on its run's test images (at most
-    ``spec["heldout_images"]``, in batches of ``spec["heldout_batch_size"]``), PNG and WebP on the
+    (whose architecture must be ``spec["model"]``'s) on its run's test images (or those of
+    ``spec["heldout_split"]``; at most ``spec["heldout_images"]``, in batches of
+    ``spec["heldout_batch_size"]``), PNG and WebP on the
     same images, and the largest ``|decode(encode(x)) - x|`` on 64 of them. Without a checkpoint
     the bits/dim cell says so and the codec cells are blank."""
     checkpoint = spec.get("checkpoint")
@@ -130,6 +144,7 @@ def heldout_row(spec: Mapping[str, Any], device: torch.device) -> dict[str, Any]
         flow.image_size,
         data=spec.get("data"),
         max_images=spec.get("heldout_images"),
+        split=spec.get("heldout_split", "test"),
     )
     dequantizer = load_dequantizer(checkpoint)
     bpd = heldout_bits_per_dim(

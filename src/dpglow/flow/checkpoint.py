@@ -38,7 +38,8 @@ def architecture(config: Mapping[str, Any]) -> dict[str, Any]:
     neither, and a ``model.net`` node has no ``num_conditions`` (the training module derives it
     from the data), so ``num_conditions`` and ``condition_split_priors`` are dropped unless
     ``num_conditions > 0``. An unconditional flow's architecture is thus what it always was, and a
-    conditional checkpoint never equals a ``model.net`` node.
+    conditional checkpoint never equals a ``model.net`` node. ``input_squeezes`` counts only
+    where it is not 0.
     """
     params = inspect.signature(Glow).parameters
     unknown = sorted(k for k in config if k not in params and k not in _HYDRA_KEYS)
@@ -50,6 +51,8 @@ def architecture(config: Mapping[str, Any]) -> dict[str, Any]:
     arch = {name: config.get(name, param.default) for name, param in params.items()}
     if not arch["num_conditions"]:
         del arch["num_conditions"], arch["condition_split_priors"]
+    if not arch["input_squeezes"]:  # likewise: only a flow with input squeezes has the key
+        del arch["input_squeezes"]
     return arch
 
 

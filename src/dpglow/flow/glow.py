@@ -165,7 +165,7 @@ def _bounded(x: torch.Tensor, bound: float) -> torch.Tensor:
 
 def _check_arguments(
     in_channels, image_size, num_levels, depth, hidden_channels, split_prior, num_conditions,
-    condition_split_priors,
+    condition_split_priors, input_squeezes,
 ) -> None:  # fmt: skip
     if num_conditions < 0:
         raise ValueError(f"num_conditions must be >= 0, got {num_conditions}")
@@ -176,10 +176,14 @@ def _check_arguments(
             "num_levels, depth, hidden_channels and in_channels must be positive, got "
             f"{num_levels}, {depth}, {hidden_channels}, {in_channels}"
         )
-    if image_size % (2**num_levels):
+    if input_squeezes < 0:
+        raise ValueError(f"input_squeezes must be >= 0, got {input_squeezes}")
+    halvings = num_levels + input_squeezes
+    if image_size % (2**halvings):
         raise ValueError(
-            f"image_size={image_size} must be divisible by 2**num_levels={2**num_levels}: "
-            "each level halves the resolution. Choose another image_size or num_levels."
+            f"image_size={image_size} must be divisible by 2**(num_levels + input_squeezes)="
+            f"{2**halvings}: each level and each input squeeze halves the resolution. Choose "
+            "another image_size, num_levels or input_squeezes."
         )
     if split_prior not in SPLIT_PRIORS:
         raise ValueError(f"split_prior must be one of {SPLIT_PRIORS}, got {split_prior!r}")
@@ -204,6 +208,13 @@ class Glow(nn.Module):
     conditional flow has the keys ``num_conditions`` and ``condition_split_priors`` in
     :attr:`config` and ``label_prior`` parameters in its state dict: an unconditional flow is the
     same model, with the same state-dict keys and outputs, as before conditioning existed.
+
+    ``input_squeezes = s > 0`` applies ``s`` 2x2 squeezes to the image before the first level
+    (undone at the end of :meth:`decode`): the levels are those of a flow of
+    ``4**s * in_channels`` channels at ``image_size / 2**s``, so the finest couplings see
+    ``2**(s+1)``-pixel blocks. A squeeze permutes elements, so ``log p(x)`` is that flow's
+    density of the squeezed image. Only such a flow has the key ``input_squeezes`` in
+    :attr:`config`.
     """
 
     def __init__(
@@ -220,11 +231,12 @@ class Glow(nn.Module):
         decode_bound: float = 1e4,
         num_conditions: int = 0,
         condition_split_priors: bool = False,
+        input_squeezes: int = 0,
     ) -> None:
         super().__init__()
         _check_arguments(
             in_channels, image_size, num_levels, depth, hidden_channels, split_prior,
-            num_conditions, condition_split_priors,
+            num_conditions, condition_split_priors, input_squeezes,
         )  # fmt: skip
         self.config = dict(
             in_channels=in_channels,
@@ -241,12 +253,15 @@ class Glow(nn.Module):
             self.config.update(
                 num_conditions=num_conditions, condition_split_priors=condition_split_priors
             )
+        if input_squeezes:
+            self.config.update(input_squeezes=input_squeezes)
         self.in_channels = in_channels
+        self.input_squeezes = input_squeezes
         self.image_size = image_size
         self.decode_bound = decode_bound
         self.num_conditions = num_conditions
         self.levels = nn.ModuleList()
-        channels, size = in_channels, image_size
+        channels, size = in_channels * 4**input_squeezes, image_size // 2**input_squeezes
         shapes = []
         for i in range(num_levels):
             last = i == num_levels - 1
@@ -289,6 +304,8 @@ class Glow(nn.Module):
         log_p = x.new_zeros(x.shape[0])
         latents = []
         h = x
+        for _ in range(self.input_squeezes):
+            h = squeeze(h)
         for level in self.levels:
             h, u, ld = level(h, y)
             logdet = logdet + ld
@@ -330,6 +347,8 @@ class Glow(nn.Module):
             if bound is not None:
                 u = _bounded(u, bound)
             h = level.reverse(h, u, bound, y)
+        for _ in range(self.input_squeezes):
+            h = unsqueeze(h)
         return h
 
     @torch.no_grad()
