@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 
 from dpglow.data import read_image
 from dpglow.data.codecs import codec_bits_per_dim
+from dpglow.data.splits import SPLITS
 from dpglow.flow import (
     CHECKPOINT_KEY,
     architecture,
@@ -93,9 +94,6 @@ def heldout_bits_per_dim(
     return total / len(images)
 
 
-SPLITS = ("train", "val", "test")
-
-
 def heldout_images(
     checkpoint: Path,
     size: int,
@@ -130,9 +128,9 @@ def heldout_row(spec: Mapping[str, Any], device: torch.device) -> dict[str, Any]
     """The held-out columns of a benchmark row: bits/dim of the flow in ``spec["checkpoint"]``
     (whose architecture must be ``spec["model"]``'s) on its run's test images (or those of
     ``spec["heldout_split"]``; at most ``spec["heldout_images"]``, in batches of
-    ``spec["heldout_batch_size"]``), PNG and WebP on the
-    same images, and the largest ``|decode(encode(x)) - x|`` on 64 of them. Without a checkpoint
-    the bits/dim cell says so and the codec cells are blank."""
+    ``spec["heldout_batch_size"]``), PNG and WebP on the same images, and the largest
+    ``|decode(encode(x)) - x|`` on 64 of them. Without a checkpoint the bits/dim cell says so and
+    the codec cells are blank."""
     checkpoint = spec.get("checkpoint")
     if not checkpoint:
         return {"heldout_bpd": NO_CHECKPOINT, "png_bpd": "", "webp_bpd": "", "checkpoint": ""}

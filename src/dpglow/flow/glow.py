@@ -212,9 +212,9 @@ class Glow(nn.Module):
     ``input_squeezes = s > 0`` applies ``s`` 2x2 squeezes to the image before the first level
     (undone at the end of :meth:`decode`): the levels are those of a flow of
     ``4**s * in_channels`` channels at ``image_size / 2**s``, so the finest couplings see
-    ``2**(s+1)``-pixel blocks. A squeeze permutes elements, so ``log p(x)`` is that flow's
-    density of the squeezed image. Only such a flow has the key ``input_squeezes`` in
-    :attr:`config`.
+    blocks of ``2**(s+1)`` x ``2**(s+1)`` pixels. A squeeze permutes elements, so ``log p(x)``
+    is that flow's density of the squeezed image. Only such a flow has the key
+    ``input_squeezes`` in :attr:`config`.
     """
 
     def __init__(
