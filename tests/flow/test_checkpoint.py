@@ -19,7 +19,7 @@ OLD_HPARAMS = {
 
 def _trained_flow(**kw) -> Glow:
     torch.manual_seed(0)
-    flow = Glow(**NET, **kw)
+    flow = Glow(**NET | kw)
     flow.initialize(torch.rand(8, 1, 16, 16) - 0.5)
     return flow
 
@@ -82,3 +82,20 @@ def test_load_flow_fills_defaults_of_a_net_config_missing_keys(tmp_path):
     expected = architecture({**NET, "split_prior": "learned"})
     loaded, info = load_flow(tmp_path / "a.ckpt", expected=expected)
     assert loaded.config == flow.config and info["n_bits"] == 8
+
+
+def test_per_level_widths_round_trip_through_a_checkpoint(tmp_path):
+    """A list of widths from Hydra (a ListConfig) is the same architecture as the stored list."""
+    from omegaconf import OmegaConf
+
+    flow = _trained_flow(hidden_channels=[8, 12])
+    state = {f"net.{k}": v for k, v in flow.state_dict().items()}
+    path = tmp_path / "w.ckpt"
+    torch.save({"state_dict": state, CHECKPOINT_KEY: {"net_config": flow.config}}, path)
+    node = OmegaConf.create({"_target_": "dpglow.flow.Glow", **NET, "hidden_channels": [8, 12]})
+    assert architecture(node) == flow.config
+    loaded, _ = load_flow(path, expected=architecture(node))
+    assert loaded.config["hidden_channels"] == [8, 12]
+    assert loaded.levels[1].steps[0].coupling.net[0].out_channels == 12
+    with pytest.raises(CheckpointError, match="hidden_channels"):
+        load_flow(path, expected=architecture({**NET, "hidden_channels": [8, 16]}))

@@ -172,9 +172,27 @@ def test_initialize_only_touches_uninitialised_layers():
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_per_level_widths_build_those_couplings_and_stay_invertible():
+    model = _tiny(hidden_channels=[8, 24])
+    for level, width in zip(model.levels, [8, 24], strict=True):
+        assert {step.coupling.net[0].out_channels for step in level.steps} == {width}
+    assert model.config["hidden_channels"] == [8, 24]
+    x = torch.rand(2, 1, 8, 8) - 0.5
+    torch.testing.assert_close(model.decode(model.encode(x)), x, atol=1e-5, rtol=0)
+    same = _tiny(hidden_channels=[16, 16])  # a list of equal widths is the int's model
+    assert same.state_dict().keys() == _tiny().state_dict().keys()
+    assert all(torch.equal(v, _tiny().state_dict()[k]) for k, v in same.state_dict().items())
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
+        (dict(num_levels=2, hidden_channels=[8, 8, 8]), "3 widths for num_levels=2"),
+        (dict(num_levels=2, hidden_channels=[8, 0]), "positive integers"),
+        (dict(num_levels=2, hidden_channels=[8, 8.0]), "positive integers"),
+        (dict(hidden_channels=True), "int or a list"),
+        (dict(hidden_channels="128"), "int or a list"),
+        (dict(hidden_channels=0), "positive integers"),
         (dict(image_size=12, num_levels=3), "divisible"),
         (dict(image_size=16, num_levels=4, input_squeezes=1), "input_squeezes"),
         (dict(input_squeezes=-1), "input_squeezes must be >= 0"),

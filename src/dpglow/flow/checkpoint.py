@@ -49,6 +49,8 @@ def architecture(config: Mapping[str, Any]) -> dict[str, Any]:
             "model.net node (e.g. cfg.model.net), not the whole model config"
         )
     arch = {name: config.get(name, param.default) for name, param in params.items()}
+    if not isinstance(arch["hidden_channels"], int):  # per-level widths: a ListConfig or a list
+        arch["hidden_channels"] = list(arch["hidden_channels"])
     if not arch["num_conditions"]:
         del arch["num_conditions"], arch["condition_split_priors"]
     if not arch["input_squeezes"]:  # likewise: only a flow with input squeezes has the key

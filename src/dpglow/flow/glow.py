@@ -171,11 +171,12 @@ def _check_arguments(
         raise ValueError(f"num_conditions must be >= 0, got {num_conditions}")
     if condition_split_priors and num_conditions == 0:
         raise ValueError("condition_split_priors=True needs num_conditions > 0")
-    if num_levels < 1 or depth < 1 or hidden_channels < 1 or in_channels < 1:
+    if num_levels < 1 or depth < 1 or in_channels < 1:
         raise ValueError(
-            "num_levels, depth, hidden_channels and in_channels must be positive, got "
-            f"{num_levels}, {depth}, {hidden_channels}, {in_channels}"
+            "num_levels, depth and in_channels must be positive, got "
+            f"{num_levels}, {depth}, {in_channels}"
         )
+    level_widths(hidden_channels, num_levels)  # raises on a bad width
     if input_squeezes < 0:
         raise ValueError(f"input_squeezes must be >= 0, got {input_squeezes}")
     halvings = num_levels + input_squeezes
@@ -187,6 +188,27 @@ def _check_arguments(
         )
     if split_prior not in SPLIT_PRIORS:
         raise ValueError(f"split_prior must be one of {SPLIT_PRIORS}, got {split_prior!r}")
+
+
+def level_widths(hidden_channels: int | Sequence[int], num_levels: int) -> list[int]:
+    """The coupling networks' hidden width at each level, finest first: ``hidden_channels`` for
+    every level, or one positive width per level. A ValueError otherwise."""
+    if isinstance(hidden_channels, int) and not isinstance(hidden_channels, bool):
+        widths = [hidden_channels] * num_levels
+    elif isinstance(hidden_channels, Sequence) and not isinstance(hidden_channels, str):
+        widths = list(hidden_channels)
+        if len(widths) != num_levels:
+            raise ValueError(
+                f"hidden_channels has {len(widths)} widths for num_levels={num_levels}: give "
+                "one width for every level (finest first) or a single width for all"
+            )
+    else:
+        raise ValueError(
+            f"hidden_channels must be an int or a list of ints, got {hidden_channels!r}"
+        )
+    if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
+        raise ValueError(f"hidden_channels must be positive integers, got {hidden_channels!r}")
+    return widths
 
 
 class Glow(nn.Module):
@@ -209,6 +231,11 @@ class Glow(nn.Module):
     :attr:`config` and ``label_prior`` parameters in its state dict: an unconditional flow is the
     same model, with the same state-dict keys and outputs, as before conditioning existed.
 
+    ``hidden_channels`` is the coupling networks' hidden width: one int for every level, or one
+    per level, finest first (a coarse level holds 2x-4x the channels on 4x fewer pixels, so it
+    can take a wider network for the same cost). :attr:`config` stores it as given, an int or a
+    list.
+
     ``input_squeezes = s > 0`` applies ``s`` 2x2 squeezes to the image before the first level
     (undone at the end of :meth:`decode`): the levels are those of a flow of
     ``4**s * in_channels`` channels at ``image_size / 2**s``, so the finest couplings see
@@ -224,7 +251,7 @@ class Glow(nn.Module):
         image_size: int = 64,
         num_levels: int = 4,
         depth: int = 16,
-        hidden_channels: int = 256,
+        hidden_channels: int | Sequence[int] = 256,
         affine: bool = True,
         scale_floor: float = 0.1,
         split_prior: str = "fixed",
@@ -243,7 +270,9 @@ class Glow(nn.Module):
             image_size=image_size,
             num_levels=num_levels,
             depth=depth,
-            hidden_channels=hidden_channels,
+            hidden_channels=(
+                hidden_channels if isinstance(hidden_channels, int) else list(hidden_channels)
+            ),
             affine=affine,
             scale_floor=scale_floor,
             split_prior=split_prior,
@@ -263,7 +292,7 @@ class Glow(nn.Module):
         self.levels = nn.ModuleList()
         channels, size = in_channels * 4**input_squeezes, image_size // 2**input_squeezes
         shapes = []
-        for i in range(num_levels):
+        for i, width in enumerate(level_widths(hidden_channels, num_levels)):
             last = i == num_levels - 1
             size //= 2
             shape = (channels * 4 if last else channels * 2, size, size)
@@ -271,7 +300,7 @@ class Glow(nn.Module):
             level = Level(
                 channels,
                 depth,
-                hidden_channels,
+                width,
                 split=not last,
                 prior=split_prior,
                 affine=affine,
