@@ -87,6 +87,12 @@ def test_bench_model_puts_each_measure_in_its_column(data_dir, fake_measures):
     assert summary_rows([row])[0]["held-out bits/dim"] == NO_CHECKPOINT
 
 
+def test_per_level_widths_are_measured_and_shown(data_dir, fake_measures):
+    row = bench_model(_spec(data_dir, model=TINY | {"hidden_channels": [8, 12]}))
+    assert row["width"] == [8, 12]
+    assert summary_rows([row])[0]["L / K / width"] == "2 / 1 / [8, 12]"
+
+
 def test_bf16_mixed_training_step_is_measured(data_dir, fake_measures):
     row = bench_model(_spec(data_dir, precision="bf16-mixed", warmup=0, repeats=1))
     assert row["precision"] == "bf16-mixed" and row["train_step_s"] == 0.5
