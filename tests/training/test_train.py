@@ -204,3 +204,38 @@ def test_logged_validation_is_the_saved_checkpoints(compose_train, tmp_path):
     )
     again = objects["trainer"].validate(module, datamodule=objects["datamodule"], verbose=False)
     assert again[0]["val/bpd"] == pytest.approx(metrics["val/bpd"], abs=1e-5)
+
+
+def test_a_run_stopped_inside_an_epoch_validates_and_keeps_its_final_weights(
+    compose_train, tmp_path
+):
+    """max_steps inside the second epoch: Lightning alone would neither validate the last steps
+    nor write them to last.ckpt; train() does both, and they compete for the best checkpoint."""
+    cfg = compose_train(
+        "data=pediatric",
+        "trainer.limit_train_batches=4",
+        "trainer.max_epochs=3",
+        "trainer.max_steps=6",
+        "test=false",
+        output_dir=tmp_path / "r",
+    )
+    metrics, objects = train(cfg)
+    trainer, run = objects["trainer"], tmp_path / "r"
+    assert trainer.global_step == 6
+    last = _state(run / "checkpoints" / "last.ckpt")
+    assert last["global_step"] == 6
+    history = pd.read_csv(run / "csv" / "metrics.csv").dropna(subset=["val/bpd"])
+    assert len(history) == 2  # the epoch end (step 4), then the final weights (step 6)
+    assert metrics["val/bpd"] == pytest.approx(history["val/bpd"].iloc[-1])
+    callback = trainer.checkpoint_callback
+    assert float(callback.best_model_score) == pytest.approx(history["val/bpd"].min())
+    best_step = 6 if history["val/bpd"].iloc[-1] < history["val/bpd"].iloc[0] else 4
+    assert _state(callback.best_model_path)["global_step"] == best_step
+    assert [p.name for p in (run / "checkpoints").glob("epoch*.ckpt")] == [
+        f"epoch001-step{best_step:06d}.ckpt" if best_step == 6 else "epoch000-step000004.ckpt"
+    ]
+    module = GlowModule.load_from_checkpoint(
+        run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
+    )
+    again = trainer.validate(module, datamodule=objects["datamodule"], verbose=False)
+    assert again[0]["val/bpd"] == pytest.approx(history["val/bpd"].iloc[-1], abs=1e-5)

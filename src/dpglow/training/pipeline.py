@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from dpglow.data.codecs import codec_bits_per_dim
 from dpglow.flow import (
@@ -55,6 +56,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     start = time.perf_counter()
     trainer.fit(model=model, datamodule=datamodule, ckpt_path=resume_from)
     fit_seconds = time.perf_counter() - start
+    _validate_final_steps(trainer, model, datamodule)
     if trainer.is_global_zero and hasattr(datamodule, "save_splits"):
         datamodule.save_splits(output_dir / "splits.csv")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -89,6 +91,34 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         for logger in loggers:
             logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("test/")})
     return metrics, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
+
+
+def _validate_final_steps(trainer: pl.Trainer, model: Any, datamodule: Any) -> None:
+    """Validate and checkpoint the final weights of a run that stopped inside an epoch.
+
+    Lightning validates and checkpoints at epoch ends only, so a run that ``max_steps`` or
+    ``max_time`` stops mid-epoch would leave its last steps (the cosine's lowest rates) out of
+    the best-checkpoint choice and ``last.ckpt`` at the previous epoch's end. This runs the
+    validation loop on the final weights (logged at the final step) and hands the result to the
+    checkpoint callback as at an epoch end: ``last.ckpt`` is rewritten, and the final weights
+    become the best checkpoint if they score best."""
+    callback = trainer.checkpoint_callback
+    if (
+        not isinstance(callback, ModelCheckpoint)
+        or trainer.fast_dev_run
+        or trainer.global_step == 0
+        or callback._last_global_step_saved == trainer.global_step  # an epoch end: done
+        or not trainer.limit_val_batches
+    ):
+        return
+    log.info("stopped inside an epoch: validating the final weights (step %d)", trainer.global_step)
+    trainer.validate(model=model, datamodule=datamodule, verbose=False)
+    candidates = dict(trainer.callback_metrics)
+    # The epoch the last step belongs to: a partial epoch already counts in current_epoch.
+    candidates["epoch"] = torch.tensor(max(trainer.current_epoch - 1, 0))
+    candidates["step"] = torch.tensor(trainer.global_step)
+    callback._save_topk_checkpoint(trainer, candidates)
+    callback._save_last_checkpoint(trainer, candidates)
 
 
 def _check_resume(resume_from: str, model: GlowModule) -> None:
