@@ -16,7 +16,7 @@ from dpglow.flow import (
     to_uint8,
     unflatten_latents,
 )
-from dpglow.flow.glow import squeeze
+from dpglow.flow.level import squeeze
 
 
 def _tiny(**kw) -> Glow:

@@ -15,9 +15,10 @@ from dpglow.flow.checkpoint import (
 from dpglow.flow.conditioning import LabelPrior
 from dpglow.flow.coupling import AffineCoupling, ZeroConv2d
 from dpglow.flow.dequantization import VariationalDequantizer, dequantize
-from dpglow.flow.glow import FlowStep, Glow, Level, squeeze, unsqueeze
+from dpglow.flow.glow import Glow
 from dpglow.flow.invconv import InvConv2dLU
 from dpglow.flow.latents import flatten_latents, level_slices, unflatten_latents
+from dpglow.flow.level import FlowStep, Level, squeeze, unsqueeze
 from dpglow.flow.quantize import bits_per_dim, to_flow_input, to_uint8
 
 __all__ = [

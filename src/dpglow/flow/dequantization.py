@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dpglow.flow.coupling import ZeroConv2d
-from dpglow.flow.glow import squeeze, unsqueeze
+from dpglow.flow.level import squeeze, unsqueeze
 from dpglow.flow.quantize import to_flow_input
 
 
