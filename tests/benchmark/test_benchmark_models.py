@@ -93,6 +93,12 @@ def test_per_level_widths_are_measured_and_shown(data_dir, fake_measures):
     assert summary_rows([row])[0]["L / K / width"] == "2 / 1 / [8, 12]"
 
 
+def test_per_level_depths_are_measured_and_shown(data_dir, fake_measures):
+    row = bench_model(_spec(data_dir, model=TINY | {"depth": [2, 1]}))
+    assert row["depth"] == [2, 1]
+    assert summary_rows([row])[0]["L / K / width"] == "2 / [2, 1] / 8"
+
+
 def test_bf16_mixed_training_step_is_measured(data_dir, fake_measures):
     row = bench_model(_spec(data_dir, precision="bf16-mixed", warmup=0, repeats=1))
     assert row["precision"] == "bf16-mixed" and row["train_step_s"] == 0.5

@@ -259,23 +259,36 @@ def test_report_without_rows_says_what_to_pass(tmp_path):
     assert result.returncode == 2 and "evaluate.py" in result.stderr
 
 
+# One evaluation row as row.json holds it, with the columns the report reads.
+REPORT_ROW = {
+    "mechanism": "laplace_l1", "epsilon_per_image": 1.0, "epsilon_per_element": 1.0, "d": 4,
+    "levels": "all", "postprocess": "none", "temperature": 1.0, "cell": math.nan,
+    "classifier": "c", "data": "PediatricSource", "n_images": 10, "u1/auc_orig_mean": 0.9,
+    "u1/auc_priv_mean": 0.7, "u1/retention": 0.5, "p1/pixel_top1": 0.1,
+    "p1/embed_top1": 0.2, "p1/chance_top1": 0.1, "p1/chance_top5": 0.5,
+}  # fmt: skip
+
+
 def test_report_labels_series_that_vary(tmp_path):
-    base = {
-        "mechanism": "laplace_l1", "epsilon_per_image": 1.0, "epsilon_per_element": 1.0, "d": 4,
-        "levels": "all", "postprocess": "none", "temperature": 1.0, "cell": math.nan,
-        "classifier": "c", "data": "PediatricSource", "n_images": 10, "u1/auc_orig_mean": 0.9,
-        "u1/auc_priv_mean": 0.7, "u1/retention": 0.5, "p1/pixel_top1": 0.1,
-        "p1/embed_top1": 0.2, "p1/chance_top1": 0.1, "p1/chance_top5": 0.5,
-    }  # fmt: skip
     for i, (eps, levels) in enumerate([(1.0, "all"), (10.0, "all"), (1.0, "3")]):
         (tmp_path / str(i)).mkdir()
-        row = base | {"epsilon_per_image": eps, "levels": levels}
+        row = REPORT_ROW | {"epsilon_per_image": eps, "levels": levels}
         (tmp_path / str(i) / "row.json").write_text(json.dumps(row))
     frame = build_report(tmp_path)
     assert frame["mechanism"].iloc[0] == "original (no privacy)"
     assert frame["u1/retention"].iloc[0] == 1.0
     assert sorted(frame["series"].iloc[1:]) == ["levels=3", "levels=all", "levels=all"]
     assert (tmp_path / "privacy_utility.png").stat().st_size > 0
+
+
+def test_report_labels_flows_with_per_level_depths_and_widths(tmp_path):
+    for name, depth in (("a", [24, 8, 8, 8]), ("b", 16)):
+        (tmp_path / name).mkdir()
+        row = REPORT_ROW | {"flow_depth": depth, "flow_hidden_channels": [64, 128, 128, 128]}
+        (tmp_path / name / "row.json").write_text(json.dumps(row))
+    frame = build_report(tmp_path)
+    assert sorted(frame["series"].iloc[1:]) == ["flow_depth=16", "flow_depth=[24, 8, 8, 8]"]
+    assert "[24, 8, 8, 8]" in (tmp_path / "results.csv").read_text()
 
 
 def test_report_reads_rows_written_under_the_old_column_names(tmp_path, caplog):

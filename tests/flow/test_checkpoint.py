@@ -99,3 +99,22 @@ def test_per_level_widths_round_trip_through_a_checkpoint(tmp_path):
     assert loaded.levels[1].steps[0].coupling.net[0].out_channels == 12
     with pytest.raises(CheckpointError, match="hidden_channels"):
         load_flow(path, expected=architecture({**NET, "hidden_channels": [8, 16]}))
+
+
+def test_per_level_depths_round_trip_through_a_checkpoint(tmp_path):
+    """A list of depths from Hydra (a ListConfig) is the same architecture as the stored list;
+    another list is refused."""
+    from omegaconf import OmegaConf
+
+    flow = _trained_flow(depth=[1, 2])
+    state = {f"net.{k}": v for k, v in flow.state_dict().items()}
+    path = tmp_path / "d.ckpt"
+    torch.save({"state_dict": state, CHECKPOINT_KEY: {"net_config": flow.config}}, path)
+    node = OmegaConf.create({"_target_": "dpglow.flow.Glow", **NET, "depth": [1, 2]})
+    assert architecture(node) == flow.config
+    loaded, _ = load_flow(path, expected=architecture(node))
+    assert [len(level.steps) for level in loaded.levels] == [1, 2]
+    x = torch.rand(3, 1, 16, 16) - 0.5
+    torch.testing.assert_close(loaded.log_prob(x), flow.log_prob(x))
+    with pytest.raises(CheckpointError, match="depth"):
+        load_flow(path, expected=architecture({**NET, "depth": [2, 1]}))

@@ -184,10 +184,27 @@ def test_per_level_widths_build_those_couplings_and_stay_invertible():
     assert all(torch.equal(v, _tiny().state_dict()[k]) for k, v in same.state_dict().items())
 
 
+def test_per_level_depths_build_that_many_steps_and_stay_invertible():
+    model = _tiny(depth=[1, 3])
+    assert [len(level.steps) for level in model.levels] == [1, 3]
+    assert model.config["depth"] == [1, 3]
+    x = torch.rand(2, 1, 8, 8) - 0.5
+    torch.testing.assert_close(model.decode(model.encode(x)), x, atol=1e-5, rtol=0)
+    log_p, logdet, _ = model(x)
+    assert torch.isfinite(log_p + logdet).all()
+    same, plain = _tiny(depth=[3, 3]), _tiny(depth=3)  # equal depths are the int's model
+    assert same.state_dict().keys() == plain.state_dict().keys()
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in same.state_dict().items())
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
         (dict(num_levels=2, hidden_channels=[8, 8, 8]), "3 widths for num_levels=2"),
+        (dict(num_levels=2, depth=[2, 2, 2]), "3 depths for num_levels=2"),
+        (dict(num_levels=2, depth=[2, 0]), "depth must be positive integers"),
+        (dict(depth=[2.0, 2, 2, 2]), "depth must be positive integers"),
+        (dict(depth="16"), "depth must be an int or a list"),
         (dict(num_levels=2, hidden_channels=[8, 0]), "positive integers"),
         (dict(num_levels=2, hidden_channels=[8, 8.0]), "positive integers"),
         (dict(hidden_channels=True), "int or a list"),
@@ -196,7 +213,8 @@ def test_per_level_widths_build_those_couplings_and_stay_invertible():
         (dict(image_size=12, num_levels=3), "divisible"),
         (dict(image_size=16, num_levels=4, input_squeezes=1), "input_squeezes"),
         (dict(input_squeezes=-1), "input_squeezes must be >= 0"),
-        (dict(depth=0), "positive"),
+        (dict(depth=0), "depth must be positive integers"),
+        (dict(num_levels=0), "num_levels and in_channels must be positive"),
         (dict(split_prior="gaussian"), "split_prior"),
     ],
 )

@@ -86,7 +86,12 @@ def load_rows(sweep_dir: str | Path) -> pd.DataFrame:
     for path in paths:
         row = json.loads(path.read_text())
         renamed.update(old for old in RENAMED if old in row)
-        row = {RENAMED.get(key, key): value for key, value in row.items()}
+        # A list (a flow's per-level depth or width) is kept as the text results.csv holds, so
+        # that the settings can be compared and grouped like any other value.
+        row = {
+            RENAMED.get(key, key): str(value) if isinstance(value, list) else value
+            for key, value in row.items()
+        }
         row["job"] = str(path.parent.relative_to(sweep_dir)) if path.parent != sweep_dir else "."
         rows.append(row)
     if renamed:

@@ -39,7 +39,9 @@ def architecture(config: Mapping[str, Any]) -> dict[str, Any]:
     from the data), so ``num_conditions`` and ``condition_split_priors`` are dropped unless
     ``num_conditions > 0``. An unconditional flow's architecture is thus what it always was, and a
     conditional checkpoint never equals a ``model.net`` node. ``input_squeezes`` counts only
-    where it is not 0.
+    where it is not 0. A per-level ``depth`` or ``hidden_channels`` (a list, or Hydra's
+    ListConfig) comes back as a plain list; an int stays an int, so ``depth=16`` and
+    ``depth=[16, 16, 16, 16]`` build the same model but are different architectures here.
     """
     params = inspect.signature(Glow).parameters
     unknown = sorted(k for k in config if k not in params and k not in _HYDRA_KEYS)
@@ -49,8 +51,9 @@ def architecture(config: Mapping[str, Any]) -> dict[str, Any]:
             "model.net node (e.g. cfg.model.net), not the whole model config"
         )
     arch = {name: config.get(name, param.default) for name, param in params.items()}
-    if not isinstance(arch["hidden_channels"], int):  # per-level widths: a ListConfig or a list
-        arch["hidden_channels"] = list(arch["hidden_channels"])
+    for key in ("depth", "hidden_channels"):  # per-level values: a ListConfig or a list
+        if not isinstance(arch[key], int):
+            arch[key] = list(arch[key])
     if not arch["num_conditions"]:
         del arch["num_conditions"], arch["condition_split_priors"]
     if not arch["input_squeezes"]:  # likewise: only a flow with input squeezes has the key

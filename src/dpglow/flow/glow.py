@@ -29,12 +29,12 @@ def _check_arguments(
         raise ValueError(f"num_conditions must be >= 0, got {num_conditions}")
     if condition_split_priors and num_conditions == 0:
         raise ValueError("condition_split_priors=True needs num_conditions > 0")
-    if num_levels < 1 or depth < 1 or in_channels < 1:
+    if num_levels < 1 or in_channels < 1:
         raise ValueError(
-            "num_levels, depth and in_channels must be positive, got "
-            f"{num_levels}, {depth}, {in_channels}"
+            f"num_levels and in_channels must be positive, got {num_levels}, {in_channels}"
         )
-    level_widths(hidden_channels, num_levels)  # raises on a bad width
+    level_depths(depth, num_levels)  # raise on a bad depth or width
+    level_widths(hidden_channels, num_levels)
     if input_squeezes < 0:
         raise ValueError(f"input_squeezes must be >= 0, got {input_squeezes}")
     halvings = num_levels + input_squeezes
@@ -48,25 +48,34 @@ def _check_arguments(
         raise ValueError(f"split_prior must be one of {SPLIT_PRIORS}, got {split_prior!r}")
 
 
+def _per_level(value: int | Sequence[int], num_levels: int, name: str, what: str) -> list[int]:
+    """``value`` for every level, or one positive int per level (finest first)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        values = [value] * num_levels
+    elif isinstance(value, Sequence) and not isinstance(value, str):
+        values = list(value)
+        if len(values) != num_levels:
+            raise ValueError(
+                f"{name} has {len(values)} {what}s for num_levels={num_levels}: give one {what} "
+                f"for every level (finest first) or a single {what} for all"
+            )
+    else:
+        raise ValueError(f"{name} must be an int or a list of ints, got {value!r}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+        raise ValueError(f"{name} must be positive integers, got {value!r}")
+    return values
+
+
 def level_widths(hidden_channels: int | Sequence[int], num_levels: int) -> list[int]:
     """The coupling networks' hidden width at each level, finest first: ``hidden_channels`` for
     every level, or one positive width per level. A ValueError otherwise."""
-    if isinstance(hidden_channels, int) and not isinstance(hidden_channels, bool):
-        widths = [hidden_channels] * num_levels
-    elif isinstance(hidden_channels, Sequence) and not isinstance(hidden_channels, str):
-        widths = list(hidden_channels)
-        if len(widths) != num_levels:
-            raise ValueError(
-                f"hidden_channels has {len(widths)} widths for num_levels={num_levels}: give "
-                "one width for every level (finest first) or a single width for all"
-            )
-    else:
-        raise ValueError(
-            f"hidden_channels must be an int or a list of ints, got {hidden_channels!r}"
-        )
-    if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
-        raise ValueError(f"hidden_channels must be positive integers, got {hidden_channels!r}")
-    return widths
+    return _per_level(hidden_channels, num_levels, "hidden_channels", "width")
+
+
+def level_depths(depth: int | Sequence[int], num_levels: int) -> list[int]:
+    """The number of flow steps K at each level, finest first: ``depth`` for every level, or
+    one positive count per level. A ValueError otherwise."""
+    return _per_level(depth, num_levels, "depth", "depth")
 
 
 class Glow(nn.Module):
@@ -92,7 +101,9 @@ class Glow(nn.Module):
     ``hidden_channels`` is the coupling networks' hidden width: one int for every level, or one
     per level, finest first (a coarse level holds 2x-4x the channels on 4x fewer pixels, so it
     can take a wider network for the same cost). :attr:`config` stores it as given, an int or a
-    list.
+    list. ``depth`` (the flow steps K of a level) is likewise one int or one per level, finest
+    first: the finest level runs its networks on 4x the pixels of the next, so it holds most of a
+    step's cost.
 
     ``input_squeezes = s > 0`` applies ``s`` 2x2 squeezes to the image before the first level
     (undone at the end of :meth:`decode`): the levels are those of a flow of
@@ -108,7 +119,7 @@ class Glow(nn.Module):
         in_channels: int = 1,
         image_size: int = 64,
         num_levels: int = 4,
-        depth: int = 16,
+        depth: int | Sequence[int] = 16,
         hidden_channels: int | Sequence[int] = 256,
         affine: bool = True,
         scale_floor: float = 0.1,
@@ -127,7 +138,7 @@ class Glow(nn.Module):
             in_channels=in_channels,
             image_size=image_size,
             num_levels=num_levels,
-            depth=depth,
+            depth=depth if isinstance(depth, int) else list(depth),
             hidden_channels=(
                 hidden_channels if isinstance(hidden_channels, int) else list(hidden_channels)
             ),
@@ -150,14 +161,17 @@ class Glow(nn.Module):
         self.levels = nn.ModuleList()
         channels, size = in_channels * 4**input_squeezes, image_size // 2**input_squeezes
         shapes = []
-        for i, width in enumerate(level_widths(hidden_channels, num_levels)):
+        per_level = zip(
+            level_depths(depth, num_levels), level_widths(hidden_channels, num_levels), strict=True
+        )
+        for i, (steps, width) in enumerate(per_level):
             last = i == num_levels - 1
             size //= 2
             shape = (channels * 4 if last else channels * 2, size, size)
             conditioned = num_conditions > 0 and (last or condition_split_priors)
             level = Level(
                 channels,
-                depth,
+                steps,
                 width,
                 split=not last,
                 prior=split_prior,
