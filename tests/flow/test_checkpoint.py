@@ -84,37 +84,26 @@ def test_load_flow_fills_defaults_of_a_net_config_missing_keys(tmp_path):
     assert loaded.config == flow.config and info["n_bits"] == 8
 
 
-def test_per_level_widths_round_trip_through_a_checkpoint(tmp_path):
-    """A list of widths from Hydra (a ListConfig) is the same architecture as the stored list."""
+@pytest.mark.parametrize(
+    ("key", "value", "other"), [("hidden_channels", [8, 12], [8, 16]), ("depth", [1, 2], [2, 1])]
+)
+def test_per_level_settings_round_trip_through_a_checkpoint(tmp_path, key, value, other):
+    """A list of widths or depths from Hydra (a ListConfig) is the same architecture as the
+    stored list; the flow comes back with those layers; another list is refused."""
     from omegaconf import OmegaConf
 
-    flow = _trained_flow(hidden_channels=[8, 12])
+    flow = _trained_flow(**{key: value})
     state = {f"net.{k}": v for k, v in flow.state_dict().items()}
     path = tmp_path / "w.ckpt"
     torch.save({"state_dict": state, CHECKPOINT_KEY: {"net_config": flow.config}}, path)
-    node = OmegaConf.create({"_target_": "dpglow.flow.Glow", **NET, "hidden_channels": [8, 12]})
+    node = OmegaConf.create({"_target_": "dpglow.flow.Glow", **NET, key: value})
     assert architecture(node) == flow.config
     loaded, _ = load_flow(path, expected=architecture(node))
-    assert loaded.config["hidden_channels"] == [8, 12]
-    assert loaded.levels[1].steps[0].coupling.net[0].out_channels == 12
-    with pytest.raises(CheckpointError, match="hidden_channels"):
-        load_flow(path, expected=architecture({**NET, "hidden_channels": [8, 16]}))
-
-
-def test_per_level_depths_round_trip_through_a_checkpoint(tmp_path):
-    """A list of depths from Hydra (a ListConfig) is the same architecture as the stored list;
-    another list is refused."""
-    from omegaconf import OmegaConf
-
-    flow = _trained_flow(depth=[1, 2])
-    state = {f"net.{k}": v for k, v in flow.state_dict().items()}
-    path = tmp_path / "d.ckpt"
-    torch.save({"state_dict": state, CHECKPOINT_KEY: {"net_config": flow.config}}, path)
-    node = OmegaConf.create({"_target_": "dpglow.flow.Glow", **NET, "depth": [1, 2]})
-    assert architecture(node) == flow.config
-    loaded, _ = load_flow(path, expected=architecture(node))
-    assert [len(level.steps) for level in loaded.levels] == [1, 2]
+    assert loaded.config[key] == value
+    widths = [level.steps[0].coupling.net[0].out_channels for level in loaded.levels]
+    depths = [len(level.steps) for level in loaded.levels]
+    assert (widths if key == "hidden_channels" else depths) == value
     x = torch.rand(3, 1, 16, 16) - 0.5
     torch.testing.assert_close(loaded.log_prob(x), flow.log_prob(x))
-    with pytest.raises(CheckpointError, match="depth"):
-        load_flow(path, expected=architecture({**NET, "depth": [2, 1]}))
+    with pytest.raises(CheckpointError, match=key):
+        load_flow(path, expected=architecture({**NET, key: other}))
