@@ -56,6 +56,7 @@ def _specs(cfg: DictConfig, device: str, models: list[str]) -> list[dict[str, An
         "heldout_images": cfg.heldout_images,
         "heldout_split": cfg.heldout_split,
         "heldout_batch_size": cfg.heldout_batch_size,
+        "heldout_draws": cfg.heldout_draws,
     }
     specs = []
     for name in models:

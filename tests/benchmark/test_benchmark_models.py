@@ -22,6 +22,7 @@ from dpglow.benchmark import (
     heldout_images,
     summary_rows,
 )
+from dpglow.benchmark.heldout import heldout_row
 from dpglow.data.codecs import codec_bits_per_dim
 from dpglow.flow import Glow
 
@@ -165,6 +166,15 @@ def test_heldout_bits_per_dim_reproduces_the_training_run(compose_train, tmp_pat
         codec_bits_per_dim(images[:4].numpy())["png_bpd"], abs=1e-4
     )
     assert row["inverse_max_abs_error"] < 1e-3
+    assert row["heldout_draws"] == 1
+    # The importance-weighted bound over the dequantiser's draws, as the command passes it.
+    spec = dict(model=model, checkpoint=str(ckpt), heldout_images=4, heldout_batch_size=4)
+    weighted = heldout_row(spec | {"heldout_draws": 4}, torch.device("cpu"))
+    assert weighted["heldout_draws"] == 4
+    assert weighted["heldout_bpd"] == pytest.approx(
+        heldout_bits_per_dim(flow, images[:4], batch_size=4, dequantizer=dequantizer, draws=4),
+        abs=1e-4,
+    )
 
 
 @pytest.mark.slow  # the whole benchmark command (tens of seconds): the full suite runs it

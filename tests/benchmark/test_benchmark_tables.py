@@ -60,3 +60,13 @@ def test_write_tables_writes_the_readme_table_and_every_measure(tmp_path):
     assert len(lines) == 2
     assert dict(zip(header, lines[1], strict=True))["cuda_max_allocated_mb"] == "1000.6"
     assert dict(zip(header, lines[0], strict=True))["cuda_max_allocated_mb"] == ""
+
+
+def test_importance_weighted_heldout_figures_say_over_how_many_draws():
+    from dpglow.benchmark import summary_rows
+
+    one, many = summary_rows([GPU_ROW | {"heldout_draws": 1}, GPU_ROW | {"heldout_draws": 16}])
+    assert one["held-out images"] == "10, test split of run"
+    assert many["held-out images"] == (
+        "10, test split of run, importance-weighted over 16 dequantisations"
+    )

@@ -36,13 +36,16 @@ def _speed_cells(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _heldout_cells(row: Mapping[str, Any]) -> dict[str, Any]:
+    images = ""
+    if row.get("heldout_images"):
+        images = f"{row['heldout_images']}, {row['heldout_source']}"
+        if row.get("heldout_draws", 1) > 1:
+            images += f", importance-weighted over {row['heldout_draws']} dequantisations"
     return {
         "held-out bits/dim": row.get("heldout_bpd", NO_CHECKPOINT),
         "PNG (optimised)": row.get("png_bpd", ""),
         "WebP lossless": row.get("webp_bpd", ""),
-        "held-out images": (
-            f"{row['heldout_images']}, {row['heldout_source']}" if row.get("heldout_images") else ""
-        ),
+        "held-out images": images,
     }
 
 
