@@ -22,7 +22,7 @@ CPU_ROW = {
 }  # fmt: skip
 GPU_ROW = {
     "model": "glow_256", "precision": "bf16-mixed", "levels": 6, "depth": 32, "width": 512,
-    "params_m": 101.5, "batch": 64, "threads": 16, **SPEED, "peak_rss_mb": 3000.0,
+    "spline_bins": 8, "params_m": 101.5, "batch": 64, "threads": 16, **SPEED, "peak_rss_mb": 3000.0,
     "cuda_max_allocated_mb": 1000.6, "processes": 1,
     "heldout_bpd": 3.5, "png_bpd": 4.25, "webp_bpd": "no WebP in Pillow",
     "heldout_images": 10, "heldout_source": "test split of run", "checkpoint": "a/last.ckpt",
@@ -43,7 +43,8 @@ EXPECTED = "\n".join(
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         f"| glow_32 | 32 | 3 / 1 / 8 | 0.12 M | 4 | 2 | {SPEED_CELLS} | 512 MB | 0.5 / 0.6 "
         f"| {NO_CHECKPOINT} |  |  |  |  |",
-        f"| glow_256 | bf16-mixed | 6 / 32 / 512 | 101.5 M | 64 | 16 | {SPEED_CELLS} | 3000 MB "
+        "| glow_256 | bf16-mixed | 6 / 32 / 512, 8-bin spline | 101.5 M | 64 | 16 "
+        f"| {SPEED_CELLS} | 3000 MB "
         "|  | 3.5 | 4.25 | no WebP in Pillow | 10, test split of run | 1001 MB |",
         "",
     ]

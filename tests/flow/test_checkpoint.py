@@ -73,6 +73,29 @@ def test_load_flow_reads_a_checkpoint_of_the_old_flat_format(tmp_path):
         load_flow(path, expected=architecture(node | {"hidden_channels": 16}))
 
 
+def test_spline_flow_round_trips_through_a_checkpoint_and_refuses_other_bins(tmp_path):
+    """Only a spline flow has the key spline_bins; it is part of the architecture."""
+    plain = Glow(**NET)
+    assert "spline_bins" not in plain.config
+    assert architecture({**NET, "spline_bins": 0}) == plain.config
+    flow = _trained_flow(spline_bins=4)
+    assert flow.config["spline_bins"] == 4
+    with torch.no_grad():  # a spline that is not the identity
+        for level in flow.levels:
+            level.steps[0].coupling.spline_head.bias.normal_(0.0, 0.5)
+    state = {f"net.{k}": v for k, v in flow.state_dict().items()}
+    path = tmp_path / "s.ckpt"
+    torch.save({"state_dict": state, CHECKPOINT_KEY: {"net_config": flow.config}}, path)
+    loaded, _ = load_flow(path, expected=architecture({**NET, "spline_bins": 4}))
+    x = torch.rand(3, 1, 16, 16) - 0.5
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.log_prob(x), flow.log_prob(x))
+        assert not torch.allclose(loaded.log_prob(x), Glow(**NET).log_prob(x))
+    for other in (0, 8):
+        with pytest.raises(CheckpointError, match="spline_bins"):
+            load_flow(path, expected=architecture({**NET, "spline_bins": other}))
+
+
 def test_load_flow_fills_defaults_of_a_net_config_missing_keys(tmp_path):
     """A net_config older than an argument of Glow (here decode_bound) means its default."""
     flow = _trained_flow(split_prior="learned")

@@ -43,6 +43,19 @@ def test_coupling_matmul_path_equals_the_convolutions(affine, dtype):
         torch.testing.assert_close(a, b, atol=10 * tol, rtol=10 * tol)
 
 
+def test_spline_coupling_rows_path_equals_the_convolutions():
+    """On CPU the spline coupling's network and its 1x1 head run as matrix products over pixel
+    rows; they compute the convolutions' outputs, the head's channels in the same order."""
+    torch.manual_seed(0)
+    layer = _perturbed(AffineCoupling(6, 16, spline_bins=4).double())
+    x_a = torch.randn(2, 3, 5, 7, dtype=torch.float64)
+    out, params = layer._with_spline(x_a)
+    features = layer.net[:4](x_a)
+    per_element = layer.spline_head(features).view(2, 3, 11, 5, 7).permute(0, 1, 3, 4, 2)
+    torch.testing.assert_close(out, layer.net(x_a), atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(params, per_element, atol=1e-12, rtol=1e-12)
+
+
 def test_zero_conv_rows_equals_the_convolution():
     torch.manual_seed(0)
     layer = _perturbed(ZeroConv2d(12, 5))

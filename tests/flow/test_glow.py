@@ -216,6 +216,9 @@ def test_per_level_depths_build_that_many_steps_and_stay_invertible():
         (dict(depth=0), "depth must be positive integers"),
         (dict(num_levels=0), "num_levels and in_channels must be positive"),
         (dict(split_prior="gaussian"), "split_prior"),
+        (dict(spline_bins=1), "spline_bins must be 0"),
+        (dict(spline_bins=-2), "spline_bins must be 0"),
+        (dict(spline_bins=4.0), "spline_bins must be 0"),
     ],
 )
 def test_glow_rejects_impossible_configs(kwargs, match):

@@ -27,6 +27,8 @@ LAYERS = [
     pytest.param(lambda: InvConv2dLU(4), id="invconv"),
     pytest.param(lambda: AffineCoupling(4, 16), id="affine_coupling"),
     pytest.param(lambda: AffineCoupling(4, 16, affine=False), id="additive_coupling"),
+    pytest.param(lambda: AffineCoupling(4, 16, spline_bins=5), id="spline_coupling"),
+    pytest.param(lambda: AffineCoupling(4, 16, affine=False, spline_bins=3), id="spline_additive"),
     pytest.param(lambda: FlowStep(4, 16, affine=True, scale_floor=0.1), id="flow_step"),
 ]
 
@@ -87,7 +89,7 @@ def test_coupling_scale_floor_bounds_inverse_gain():
     x = layer.reverse(y)
     assert torch.isfinite(x).all()
     # With shift bias -1e4 the shift dominates; what matters: gain on y_b is at most 1/floor.
-    scale, _ = layer._scale_shift(y[:, :2])
+    scale, _, _ = layer._scale_shift(y[:, :2])
     assert scale.min().item() >= 0.2 - 1e-6
 
 

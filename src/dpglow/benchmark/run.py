@@ -73,6 +73,7 @@ def _describe(spec: Mapping[str, Any], net: Glow, *, batch: int, source: str) ->
         "levels": len(net.levels),
         "depth": net.config["depth"],
         "width": net.config["hidden_channels"],
+        "spline_bins": net.config.get("spline_bins", 0),
         "params_m": round(sum(p.numel() for p in net.parameters()) / 1e6, 2),
         "batch": batch,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

@@ -56,7 +56,8 @@ def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         summary = {
             "model": row["model"],
             "precision": row.get("precision", "32"),
-            "L / K / width": f"{row['levels']} / {row['depth']} / {row['width']}",
+            "L / K / width": f"{row['levels']} / {row['depth']} / {row['width']}"
+            + (f", {row['spline_bins']}-bin spline" if row.get("spline_bins") else ""),
             "params": f"{row['params_m']} M",
             "batch": row["batch"],
             "threads": row["threads"],

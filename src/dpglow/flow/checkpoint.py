@@ -22,6 +22,7 @@ from dpglow.flow.glow import Glow
 CHECKPOINT_KEY = "dpglow"
 # Hydra's keys of a model.net node, not arguments of the flow.
 _HYDRA_KEYS = ("_target_", "_partial_")
+_CONDITIONING_KEYS = ("num_conditions", "condition_split_priors")
 
 
 class CheckpointError(ValueError):
@@ -38,10 +39,11 @@ def architecture(config: Mapping[str, Any]) -> dict[str, Any]:
     neither, and a ``model.net`` node has no ``num_conditions`` (the training module derives it
     from the data), so ``num_conditions`` and ``condition_split_priors`` are dropped unless
     ``num_conditions > 0``. An unconditional flow's architecture is thus what it always was, and a
-    conditional checkpoint never equals a ``model.net`` node. ``input_squeezes`` counts only
-    where it is not 0. A per-level ``depth`` or ``hidden_channels`` (a list, or Hydra's
-    ListConfig) comes back as a plain list; an int stays an int, so ``depth=16`` and
-    ``depth=[16, 16, 16, 16]`` build the same model but are different architectures here.
+    conditional checkpoint never equals a ``model.net`` node. ``input_squeezes`` and
+    ``spline_bins`` count only where they are not 0. A per-level ``depth`` or
+    ``hidden_channels`` (a list, or Hydra's ListConfig) comes back as a plain list; an int stays
+    an int, so ``depth=16`` and ``depth=[16, 16, 16, 16]`` build the same model but are different
+    architectures here.
     """
     params = inspect.signature(Glow).parameters
     unknown = sorted(k for k in config if k not in params and k not in _HYDRA_KEYS)
@@ -56,8 +58,9 @@ def architecture(config: Mapping[str, Any]) -> dict[str, Any]:
             arch[key] = list(arch[key])
     if not arch["num_conditions"]:
         del arch["num_conditions"], arch["condition_split_priors"]
-    if not arch["input_squeezes"]:  # likewise: only a flow with input squeezes has the key
-        del arch["input_squeezes"]
+    for key in ("input_squeezes", "spline_bins"):  # likewise: only a flow that has one has it
+        if not arch[key]:
+            del arch[key]
     return arch
 
 
@@ -104,8 +107,14 @@ def check_architecture(
 ) -> None:
     """Raise a :class:`CheckpointError` listing every key where the :func:`architecture` of a
     checkpoint's ``net_config`` differs from ``expected`` (``what`` names the checkpoint,
-    ``advice`` says what to do)."""
+    ``advice`` says what to do). A key that only the checkpoint has (``input_squeezes``,
+    ``spline_bins``) differs from its default, which ``expected`` then means; the conditioning
+    keys count only where ``expected`` has them (a ``model.net`` node never does)."""
     stored = architecture(net_config)
+    defaults = {k: p.default for k, p in inspect.signature(Glow).parameters.items()}
+    expected = dict(expected) | {
+        k: defaults[k] for k in stored.keys() - expected.keys() - set(_CONDITIONING_KEYS)
+    }
     diff = {k: (stored.get(k), v) for k, v in expected.items() if stored.get(k) != v}
     if diff:
         shown = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in diff.items())

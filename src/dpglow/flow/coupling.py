@@ -1,10 +1,17 @@
-"""Affine (or additive) coupling with a zero-initialised output and a floored scale."""
+"""Affine (or additive) coupling with a zero-initialised output and a floored scale, optionally
+after a rational-quadratic spline."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from dpglow.flow.spline import num_spline_params, rational_quadratic_spline
+
+# The spline couplings' interval [-SPLINE_BOUND, SPLINE_BOUND] (identity outside): the coupled
+# half leaves every ActNorm at unit scale, so it covers all but the tails.
+SPLINE_BOUND = 3.0
 
 # Size of the chunk of pixel rows that the CPU coupling network computes at a time: one chunk's
 # hidden activations (rows x hidden x itemsize bytes) stay in cache between the matrix products
@@ -164,6 +171,15 @@ class AffineCoupling(nn.Module):
     ``y_b = (x_b + t(x_a)) * s(x_a)`` with ``s = floor + (1 - floor) * sigmoid(h + 2)``.
     The floor bounds the inverse's gain (``1 / s <= 1 / floor``): a scale collapsing towards zero
     is what makes a trained Glow's float32 inverse drift and off-distribution latents blow up.
+
+    ``spline_bins = K >= 2`` first passes ``x_b`` through an elementwise monotone
+    rational-quadratic spline of ``K`` bins on ``[-SPLINE_BOUND, SPLINE_BOUND]`` (identity
+    outside; :func:`~dpglow.flow.spline.rational_quadratic_spline`) whose ``3K - 1`` parameters
+    per element come from a zero-initialised 1x1 head on the network's last hidden layer:
+    ``y_b = (spline(x_b; x_a) + t(x_a)) * s(x_a)`` (Flow++'s order: the nonlinearity, then the
+    affine map). At initialisation the spline is the identity. Its inverse maps into the
+    interval, so it cannot blow up a latent; where a trained spline is nearly flat, its float32
+    inverse is as ill-conditioned as that slope (the error grows as 1 / slope).
     """
 
     def __init__(
@@ -173,12 +189,14 @@ class AffineCoupling(nn.Module):
         *,
         affine: bool = True,
         scale_floor: float = 0.1,
+        spline_bins: int = 0,
     ) -> None:
         super().__init__()
         if num_channels % 2:
             raise ValueError(f"coupling needs an even number of channels, got {num_channels}")
         if not 0.0 < scale_floor < 1.0:
             raise ValueError(f"scale_floor must lie in (0, 1), got {scale_floor}")
+        check_spline_bins(spline_bins)
         self.affine = affine
         self.scale_floor = scale_floor
         half = num_channels // 2
@@ -194,6 +212,11 @@ class AffineCoupling(nn.Module):
             nn.ReLU(),
             ZeroConv2d(hidden_channels, num_channels if affine else half),
         )
+        self.spline_head = None
+        if spline_bins:
+            self.spline_head = nn.Conv2d(hidden_channels, half * num_spline_params(spline_bins), 1)
+            nn.init.zeros_(self.spline_head.weight)
+            nn.init.zeros_(self.spline_head.bias)
 
     # False: the plain matrix-product path below (what bf16 autocast runs), for comparisons.
     rows_net = True
@@ -236,27 +259,70 @@ class AffineCoupling(nn.Module):
         rows = torch.relu_(torch.addmm(second.bias, rows, second.weight.view(hidden, -1).t()))
         return last.forward_rows(rows, (b, h, w))
 
-    def _scale_shift(self, x_a: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def _with_spline(self, x_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(self.net(x_a), spline parameters [B, C/2, H, W, 3K - 1])``; on CPU as matrix
+        products over pixel rows (the unchunked path of :meth:`_hidden`)."""
+        first, _, second, _, last = self.net
+        head = self.spline_head
+        b, c, h, w = x_a.shape
+        per = head.out_channels // c
+        if x_a.device.type != "cpu":
+            features = self.net[:4](x_a)
+            params = head(features).view(b, c, per, h, w).permute(0, 1, 3, 4, 2)
+            return last(features), params
+        hidden = first.out_channels
+        cols = F.unfold(x_a, 3, padding=1).transpose(1, 2).reshape(b * h * w, 9 * c)
+        rows = torch.relu_(torch.addmm(first.bias, cols, first.weight.view(hidden, -1).t()))
+        rows = torch.relu_(torch.addmm(second.bias, rows, second.weight.view(hidden, -1).t()))
+        params = torch.addmm(head.bias, rows, head.weight.view(-1, hidden).t())
+        params = params.view(b, h, w, c, per).permute(0, 3, 1, 2, 4)
+        return last.forward_rows(rows, (b, h, w)), params
+
+    def _scale_shift(
+        self, x_a: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+        """``(scale or None for an additive coupling, shift, spline parameters or None)``."""
         # Back to the input's dtype: under bf16 autocast only the network runs in bf16; the
-        # scale, the shift, the coupled half and the logdet stay float32.
-        h = self._hidden(x_a).to(x_a.dtype)
+        # scale, the shift, the spline, the coupled half and the logdet stay float32.
+        if self.spline_head is None:
+            h, params = self._hidden(x_a), None
+        else:
+            h, params = self._with_spline(x_a)
+            params = params.to(x_a.dtype)
+        h = h.to(x_a.dtype)
         if not self.affine:
-            return None, h
+            return None, h, params
         raw, shift = h.chunk(2, dim=1)
         scale = self.scale_floor + (1.0 - self.scale_floor) * torch.sigmoid(raw + 2.0)
-        return scale, shift
+        return scale, shift, params
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x_a, x_b = x.chunk(2, dim=1)
-        scale, shift = self._scale_shift(x_a)
+        scale, shift, params = self._scale_shift(x_a)
+        logdet = x.new_zeros(x.shape[0])
+        if params is not None:
+            x_b, log_slope = rational_quadratic_spline(x_b, params, bound=SPLINE_BOUND)
+            logdet = logdet + log_slope.flatten(1).sum(1)
         if scale is None:
-            return torch.cat([x_a, x_b + shift], dim=1), x.new_zeros(x.shape[0])
+            return torch.cat([x_a, x_b + shift], dim=1), logdet
         y_b = (x_b + shift) * scale
-        logdet = torch.log(scale).flatten(1).sum(1)
+        logdet = logdet + torch.log(scale).flatten(1).sum(1)
         return torch.cat([x_a, y_b], dim=1), logdet
 
     def reverse(self, y: torch.Tensor) -> torch.Tensor:
         y_a, y_b = y.chunk(2, dim=1)
-        scale, shift = self._scale_shift(y_a)
+        scale, shift, params = self._scale_shift(y_a)
         x_b = y_b - shift if scale is None else y_b / scale - shift
+        if params is not None:
+            x_b = rational_quadratic_spline(x_b, params, bound=SPLINE_BOUND, inverse=True)[0]
         return torch.cat([y_a, x_b], dim=1)
+
+
+def check_spline_bins(spline_bins: int) -> None:
+    """0 (no spline) or a number of bins >= 2; a ValueError otherwise."""
+    ok = isinstance(spline_bins, int) and not isinstance(spline_bins, bool)
+    if not ok or spline_bins == 1 or spline_bins < 0:
+        raise ValueError(
+            f"spline_bins must be 0 (affine or additive coupling only) or an int >= 2 (the "
+            f"bins of a rational-quadratic spline before it), got {spline_bins!r}"
+        )

@@ -10,6 +10,7 @@ from torch import nn
 
 from dpglow.flow.actnorm import ActNorm
 from dpglow.flow.conditioning import LabelPrior, check_labels
+from dpglow.flow.coupling import check_spline_bins
 from dpglow.flow.level import (
     Level,
     bounded,
@@ -111,6 +112,11 @@ class Glow(nn.Module):
     blocks of ``2**(s+1)`` x ``2**(s+1)`` pixels. A squeeze permutes elements, so ``log p(x)``
     is that flow's density of the squeezed image. Only such a flow has the key
     ``input_squeezes`` in :attr:`config`.
+
+    ``spline_bins = K >= 2`` makes every coupling a spline coupling: a monotone
+    rational-quadratic spline of ``K`` bins, then the affine (or additive) map
+    (:class:`~dpglow.flow.coupling.AffineCoupling`). Only such a flow has the key
+    ``spline_bins`` in :attr:`config` and ``spline_head`` parameters in its state dict.
     """
 
     def __init__(
@@ -128,8 +134,10 @@ class Glow(nn.Module):
         num_conditions: int = 0,
         condition_split_priors: bool = False,
         input_squeezes: int = 0,
+        spline_bins: int = 0,
     ) -> None:
         super().__init__()
+        check_spline_bins(spline_bins)
         _check_arguments(
             in_channels, image_size, num_levels, depth, hidden_channels, split_prior,
             num_conditions, condition_split_priors, input_squeezes,
@@ -153,6 +161,8 @@ class Glow(nn.Module):
             )
         if input_squeezes:
             self.config.update(input_squeezes=input_squeezes)
+        if spline_bins:
+            self.config.update(spline_bins=spline_bins)
         self.in_channels = in_channels
         self.input_squeezes = input_squeezes
         self.image_size = image_size
@@ -177,6 +187,7 @@ class Glow(nn.Module):
                 prior=split_prior,
                 affine=affine,
                 scale_floor=scale_floor,
+                spline_bins=spline_bins,
                 label_prior=LabelPrior(num_conditions, shape) if conditioned else None,
             )
             self.levels.append(level)

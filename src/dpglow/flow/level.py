@@ -38,13 +38,23 @@ class FlowStep(nn.Module):
     """ActNorm -> invertible 1x1 convolution -> coupling."""
 
     def __init__(
-        self, num_channels: int, hidden_channels: int, *, affine: bool, scale_floor: float
+        self,
+        num_channels: int,
+        hidden_channels: int,
+        *,
+        affine: bool,
+        scale_floor: float,
+        spline_bins: int = 0,
     ) -> None:
         super().__init__()
         self.actnorm = ActNorm(num_channels)
         self.invconv = InvConv2dLU(num_channels)
         self.coupling = AffineCoupling(
-            num_channels, hidden_channels, affine=affine, scale_floor=scale_floor
+            num_channels,
+            hidden_channels,
+            affine=affine,
+            scale_floor=scale_floor,
+            spline_bins=spline_bins,
         )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,13 +92,20 @@ class Level(nn.Module):
         prior: str,
         affine: bool,
         scale_floor: float,
+        spline_bins: int = 0,
         label_prior: LabelPrior | None = None,
     ) -> None:
         super().__init__()
         channels = in_channels * 4
         self.split = split
         self.steps = nn.ModuleList(
-            FlowStep(channels, hidden_channels, affine=affine, scale_floor=scale_floor)
+            FlowStep(
+                channels,
+                hidden_channels,
+                affine=affine,
+                scale_floor=scale_floor,
+                spline_bins=spline_bins,
+            )
             for _ in range(depth)
         )
         self.out_channels = channels // 2 if split else channels
