@@ -35,7 +35,8 @@ KNOWN = {
     "privatize": (1.0, 0.75, 1.5),
 }
 COLUMNS = [
-    "model", "precision", "image_size", "levels", "depth", "width", "params_m", "batch",
+    "model", "precision", "image_size", "levels", "depth", "width", "spline_bins", "params_m",
+    "batch",
     "device", "threads", "images",
     *(f"{name}_s{end}" for name in TIMINGS for end in ("", "_min", "_max")),
     "train_steps_per_s", "encode_img_per_s", "decode_img_per_s", "privatize_img_per_s",
@@ -82,6 +83,7 @@ def test_bench_model_puts_each_measure_in_its_column(data_dir, fake_measures):
     assert row["params_m"] == round(sum(p.numel() for p in net.parameters()) / 1e6, 2)
     assert (row["model"], row["precision"], row["device"]) == ("tiny", "32", "cpu")
     assert (row["image_size"], row["levels"], row["depth"], row["width"]) == (16, 2, 1, 8)
+    assert row["spline_bins"] == 0
     assert (row["batch"], row["images"]) == (4, "pediatric")
     # An untrained net has no held-out bits/dim worth reporting: the table says so.
     assert row["heldout_bpd"] == NO_CHECKPOINT
