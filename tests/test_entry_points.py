@@ -141,3 +141,17 @@ def test_wandb_logger_runs_offline(tmp_path, data_dir):
     record = next(runs[0].glob("run-*.wandb")).read_bytes()
     for key in (b"train/bpd", b"val/bpd", b"lr-Adam", b"hidden_channels"):
         assert key in record, key
+
+
+def test_train_refiner_without_a_trained_flow_says_what_to_run(tmp_path, data_dir):
+    proc = run_entry(
+        "train_refiner.py", f"paths.log_dir={tmp_path / 'outputs'}", f"hydra.run.dir={tmp_path}/r"
+    )
+    assert proc.returncode != 0
+    assert "python src/train.py" in proc.stderr and "flow.ckpt_path=" in proc.stderr
+    proc = run_entry(
+        "train_refiner.py",
+        f"flow.ckpt_path={tmp_path / 'missing.ckpt'}",
+        f"hydra.run.dir={tmp_path}/r",
+    )
+    assert proc.returncode != 0 and "missing.ckpt" in proc.stderr

@@ -18,7 +18,8 @@ ALLOWED = {
     "data": {"utils"},
     "training": {"flow", "data", "utils"},
     "classifier": {"training", "metrics"},
-    "privatization": {"flow", "privacy", "data", "classifier", "utils"},
+    "refiner": {"flow", "metrics", "utils"},
+    "privatization": {"flow", "privacy", "data", "classifier", "refiner", "utils"},
     "evaluation": {"flow", "privacy", "metrics", "data", "classifier", "privatization", "utils"},
     "benchmark": {"flow", "privacy", "data", "training", "privatization", "utils"},
 }

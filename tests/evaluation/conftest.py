@@ -82,3 +82,33 @@ def eval_models(tmp_path_factory) -> dict[str, Path]:
         "log_dir": log_dir,
         "cache": cache,
     }
+
+
+@pytest.fixture(scope="session")
+def eval_refiner(eval_models) -> tuple[Path, dict]:
+    """(checkpoint, metrics) of a refiner trained a few steps on the tiny flow's prior samples,
+    laid out as ``python src/train_refiner.py`` writes it."""
+    from dpglow.refiner.config import resolve_flow
+    from dpglow.training.pipeline import train
+
+    run_dir = eval_models["log_dir"] / "train_refiner" / "runs" / "refiner"
+    overrides = [
+        *tiny_overrides(eval_models["cache"], tiny_model=False),
+        *DATA,
+        f"flow.ckpt_path={eval_models['flow']}",
+        "model.net.channels=4",
+        "model.net.blocks=1",
+        "model.discriminator_channels=4",
+        "model.pool_size=32",
+        "model.val_pool_size=16",
+        "model.lr=1e-2",
+        "data.batch_size=8",
+        "trainer.limit_train_batches=6",
+        "trainer.limit_val_batches=2",
+        "trainer.val_check_interval=3",
+    ]
+    cfg = compose_run("train_refiner", overrides, run_dir)
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save({k: v for k, v in cfg.items() if k != "hydra"}, run_dir / ".hydra/config.yaml")
+    metrics, _ = train(resolve_flow(cfg))
+    return run_dir / "checkpoints" / "last.ckpt", metrics

@@ -6,7 +6,8 @@ discriminator (:func:`dpglow.metrics.discriminator_auc`) tell the released image
   resolution, i.e. exactly what the project releases at epsilon = inf (the flow's inverse is exact
   to 1e-5, below uint8 rounding), so resizing cannot give a release away.
 - ``realism/prior_auc``: as many prior samples of the flow, at the row's temperature, against the
-  originals (unpaired): how real the public model alone looks.
+  originals (unpaired): how real the public model alone looks (for a refined release, the
+  samples refined by its refiner: how real the public model and the refiner look).
 - ``realism/control_auc``: two random halves of the originals against each other: what "cannot
   tell them apart" scores on this many images (about 0.5, with a spread of a few hundredths).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +47,26 @@ def prior_samples(
     device: torch.device,
     cache_dir: Path | None,
     flow_sha256: str,
+    refine: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor | None:
-    """``n`` uint8 prior samples of ``flow`` at ``temperature`` (cached per sweep), or None for a
-    conditional flow (its prior needs labels: the release's own rows measure it)."""
+    """``n`` uint8 prior samples of ``flow`` at ``temperature`` (cached per sweep), passed
+    through ``refine`` when given (a refined release's refiner), or None for a conditional flow
+    (its prior needs labels: the release's own rows measure it)."""
     if flow is None or flow.num_conditions:
         return None
     key = key_of([flow_sha256, float(temperature), int(n), noise_seed, batch_size])
+    if refine is not None:
+        samples = prior_samples(
+            flow,
+            n=n,
+            temperature=temperature,
+            noise_seed=noise_seed,
+            batch_size=batch_size,
+            device=device,
+            cache_dir=cache_dir,
+            flow_sha256=flow_sha256,
+        )
+        return torch.cat([refine(chunk.to(device)).cpu() for chunk in samples.split(batch_size)])
 
     def make() -> dict[str, torch.Tensor]:
         sampler = PriorSamples(flow=flow.to(device), temperature=temperature)

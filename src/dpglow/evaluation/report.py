@@ -30,7 +30,7 @@ ORIGINAL = "original (no privacy)"
 SERIES_KEYS = (
     "levels", "postprocess", "temperature", "other_levels_temperature", "cell", "accounting",
     "radius", "basis", "k", "label_fraction", "labeler", "flow_depth", "flow_hidden_channels",
-    "flow_ckpt", "classifier", "data",
+    "flow_ckpt", "refiner", "classifier", "data",
 )  # fmt: skip
 MD_COLUMNS = (
     ("mechanism", "mechanism"), ("series", "setting"), ("epsilon_per_image", "eps/image"),

@@ -21,7 +21,7 @@ import logging
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from dpglow.data.subsets import LabelledImages
 from dpglow.evaluation.artifacts import cache_keys, load_cached, store
@@ -39,7 +39,8 @@ from dpglow.evaluation.realism import prior_samples, realism_columns
 from dpglow.evaluation.rows import evaluation_row, originals_p2, settings_columns
 from dpglow.evaluation.shards import per_image_pass
 from dpglow.evaluation.utility import u2
-from dpglow.privatization import build_privatizer, ensure_basis, privatizer_class
+from dpglow.privatization import build_privatizer, ensure_basis, privatizer_class, with_refiner
+from dpglow.utils.discovery import run_dir_of
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,10 @@ def _prepare(cfg: DictConfig) -> _Job:
     flow, flow_info, flow_run = evaluated_flow(cfg)
     split, images = evaluation_images(cfg, image_size=flow.image_size)
     classifier, clf_info, clf_run = evaluation_classifier(cfg, images.pathologies)
+    refiner_path = OmegaConf.select(cfg, "refiner.ckpt_path")
     runs = {"flow": flow_run, "classifier": clf_run, **labeler_runs(cfg)}
+    if refiner_path:
+        runs["refiner"] = run_dir_of(refiner_path)
     check_no_leakage(images, runs, split)
     ensure_basis(cfg, flow, flow_info)
     privatizer = build_privatizer(
@@ -94,6 +98,9 @@ def _prepare(cfg: DictConfig) -> _Job:
         flow_info=flow_info,
         temperature=cfg.temperature,
         image_size=flow.image_size,
+    )
+    privatizer = with_refiner(
+        privatizer, refiner_path, image_size=flow.image_size, flow_info=flow_info
     )
     return _Job(flow, flow_info, split, images, classifier, clf_info, privatizer)
 
@@ -121,7 +128,8 @@ def _row(cfg: DictConfig, job: _Job, original: dict, merged: dict) -> dict[str, 
 
 def _realism(cfg: DictConfig, job: _Job, released, device, cache_dir) -> dict[str, float]:
     """The realism columns; the prior samples are drawn at the row's temperature (the task's for
-    a privatizer without one, else the prior's default of 1)."""
+    a privatizer without one, else the prior's default of 1) and, for a refined release, refined
+    by the same refiner."""
     temperature = job.privatizer.describe().get("temperature")
     if temperature is None:
         temperature = cfg.temperature if cfg.temperature is not None else 1.0
@@ -134,6 +142,7 @@ def _realism(cfg: DictConfig, job: _Job, released, device, cache_dir) -> dict[st
         device=device,
         cache_dir=cache_dir,
         flow_sha256=job.flow_info["sha256"],
+        refine=getattr(job.privatizer, "refine", None),
     )
     return realism_columns(job.images.images, released, prior, cache_dir=cache_dir)
 

@@ -9,6 +9,9 @@ Every ``privacy=`` config builds one :class:`Privatizer` (:func:`build_privatize
   latents and/or the pathology labels (randomized response), everything else from the prior;
 - :class:`PriorSamples` (``prior``): the public-only reference, epsilon 0.
 
+Any of them can be followed by a refiner (``refiner.ckpt_path=...``, :func:`with_refiner`):
+:class:`RefinedPrivatizer`, post-processing with the inner privatizer's record.
+
 :class:`~dpglow.privatization.module.PrivatizeModule` runs any of them in Lightning's predict
 loop, for ``privatize.py`` and ``evaluate.py`` alike.
 """
@@ -25,6 +28,7 @@ from dpglow.privatization.image import ImagePrivatizer
 from dpglow.privatization.module import PrivatizeModule
 from dpglow.privatization.privatizer import DPGlowPrivatizer, resolve_levels
 from dpglow.privatization.reference import PriorSamples, public_record
+from dpglow.privatization.refined import RefinedPrivatizer, with_refiner
 from dpglow.privatization.subspace import SubspacePrivatizer
 
 __all__ = [
@@ -34,6 +38,7 @@ __all__ = [
     "PrivacyConfigError",
     "PrivatizeModule",
     "Privatizer",
+    "RefinedPrivatizer",
     "SubspacePrivatizer",
     "accepted_keys",
     "build_privatizer",
@@ -43,4 +48,5 @@ __all__ = [
     "privatizer_class",
     "public_record",
     "resolve_levels",
+    "with_refiner",
 ]

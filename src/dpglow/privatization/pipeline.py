@@ -32,6 +32,7 @@ from dpglow.privatization.manifest import (
 )
 from dpglow.privatization.module import PrivatizeModule
 from dpglow.privatization.predict import InputFolder, PrivatizedImageWriter
+from dpglow.privatization.refined import with_refiner
 from dpglow.privatization.release import (
     REPORT,
     SettingsMismatchError,
@@ -80,6 +81,12 @@ def _build(cfg: DictConfig) -> tuple[Any, int, dict[str, Any] | None]:
         flow_info=checkpoint,
         temperature=cfg.temperature,
         image_size=size,
+    )
+    privatizer = with_refiner(
+        privatizer,
+        OmegaConf.select(cfg, "refiner.ckpt_path"),
+        image_size=int(size),
+        flow_info=checkpoint,
     )
     return privatizer, int(size), checkpoint
 
