@@ -13,7 +13,6 @@ The control halves the noise scale (true epsilon doubles) and must be caught.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,7 +29,7 @@ from dpglow.privacy import (
     analytic_gaussian_sigma,
 )
 
-from .audit import FAILURE_PROBABILITY, chernoff_bounds, clopper_pearson, epsilon_lower_bound
+from .audit import FAILURE_PROBABILITY, clopper_pearson, epsilon_lower_bound, half_noise_class
 
 EPSILON = 1.0
 DELTA = 1e-3  # large enough for the audit to resolve the (epsilon, delta) trade-off at n = 1M
@@ -111,8 +110,7 @@ AUDITS = {
 
 def _half_noise(mech: Mechanism) -> Mechanism:
     """The same mechanism with its noise scale halved (true epsilon doubled): must be caught."""
-    broken = type(f"HalfNoise{type(mech).__name__}", (type(mech),), {"_scale_factor": 0.5})
-    mech.__class__ = broken
+    mech.__class__ = half_noise_class(type(mech))
     return mech
 
 
@@ -153,8 +151,8 @@ def test_binomial_bounds(k: int, n: int) -> None:
     alpha = 1e-7
     lower, upper = clopper_pearson(k, n, alpha)
     assert 0 <= lower <= k / n <= upper <= 1
-    # The Chernoff fallback (no scipy) is valid and more conservative than Clopper-Pearson.
-    c_lower, c_upper = chernoff_bounds(k, n, alpha)
-    assert c_lower <= lower + 1e-12 and c_upper >= upper - 1e-12
-    if 0 < k < n:
-        assert math.isclose(c_lower, lower, rel_tol=0.5)
+    # exact at the edges: no successes bound the probability by 1 - alpha^(1/n) from above
+    if k == 0:
+        assert lower == 0 and upper == pytest.approx(1 - alpha ** (1 / n))
+    if k == n:
+        assert upper == 1 and lower == pytest.approx(alpha ** (1 / n))

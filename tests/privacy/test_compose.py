@@ -30,7 +30,7 @@ from dpglow.privacy import (
     compose,
 )
 
-from .audit import FAILURE_PROBABILITY, epsilon_lower_bound
+from .audit import FAILURE_PROBABILITY, epsilon_lower_bound, half_noise_class
 
 N_AUDIT = 1_000_000
 EPS_Y, EPS_A, RADIUS = 1.0, 2.0, 1.0
@@ -52,7 +52,7 @@ OLD_FIELDS = [
 
 
 def _half_noise(mech: Mechanism) -> Mechanism:
-    mech.__class__ = type(f"HalfNoise{type(mech).__name__}", (type(mech),), {"_scale_factor": 0.5})
+    mech.__class__ = half_noise_class(type(mech))
     return mech
 
 
@@ -62,7 +62,8 @@ def _release_llr(
     """N_AUDIT joint releases of one image, reduced to the composed log-likelihood ratio."""
     z, label_record = rr(torch.full((N_AUDIT, 1), y), generator=generator)
     w, latent_record = laplace(torch.full((N_AUDIT, 1), a), generator=generator)
-    z, w, b = z[:, 0].double(), w[:, 0].double(), latent_record.noise_scale  # b: the claimed one
+    z, w = z[:, 0].double(), w[:, 0].double()
+    b = 2.0 * RADIUS / EPS_A  # the claimed scale (sensitivity 2R), whatever was sampled
     llr = EPS_Y * (2.0 * z - 1.0) + ((w + RADIUS).abs() - (w - RADIUS).abs()) / b
     return llr, compose(parts={"label": label_record, "latent": latent_record})
 
@@ -180,7 +181,7 @@ def test_compose_is_keyword_only() -> None:
 def test_records_serialise_as_before_plus_parts() -> None:
     record = _records()["latent"]
     as_dict = record.as_dict()
-    assert list(as_dict) == [*OLD_FIELDS, "parts"]
+    assert list(as_dict) == [*OLD_FIELDS, "parts", "grid"]
     assert list(as_dict) == [f.name for f in dataclasses.fields(PrivacyRecord)]
     assert as_dict["parts"] == {}
     assert {key: as_dict[key] for key in OLD_FIELDS} == {

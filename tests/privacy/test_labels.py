@@ -10,8 +10,10 @@ has ratio e^epsilon. The control samples with twice the epsilon it records and m
 
 from __future__ import annotations
 
+import decimal
 import logging
 import math
+from fractions import Fraction
 
 import pytest
 import torch
@@ -24,6 +26,8 @@ from dpglow.privacy import (
     RandomizedResponse,
     noise_generator,
 )
+from dpglow.privacy.exact import bernoulli_dyadic
+from dpglow.privacy.labels import _flip_numerator
 
 from .audit import FAILURE_PROBABILITY, epsilon_lower_bound
 
@@ -39,7 +43,11 @@ def _keep(epsilon: float) -> float:
 
 def _double_epsilon(rr: RandomizedResponse) -> RandomizedResponse:
     """The same mechanism sampling with 2 x each eps_j (recording the claim): must be caught."""
-    rr.__class__ = type("DoubleEpsilonRR", (RandomizedResponse,), {"_epsilon_factor": 2.0})
+
+    def doubled(self):
+        return [_flip_numerator(2.0 * eps) for eps in self.label_epsilons()]
+
+    rr.__class__ = type("DoubleEpsilonRR", (RandomizedResponse,), {"flip_numerators": doubled})
     return rr
 
 
@@ -133,10 +141,50 @@ def test_label_epsilons_and_flip_probabilities(kwargs, expected) -> None:
 
 
 def test_flip_probability_does_not_overflow() -> None:
-    assert RandomizedResponse(epsilon=2000.0).flip_probabilities() == [0.0]
-    assert RandomizedResponse(epsilon=700.0).flip_probabilities()[0] == pytest.approx(
-        math.exp(-700.0), rel=1e-12
+    """A dyadic flip probability rounded up bottoms out at 2^-62 (1 / (1 + e^eps) < 2^-62 beyond
+    eps ~ 43): the sampled mechanism is then ln(2^62 - 1) ~ 43-LDP, within any larger claim."""
+    for epsilon in (45.0, 700.0, 2000.0, 1e300):
+        assert RandomizedResponse(epsilon=epsilon).flip_probabilities() == [2.0**-62]
+    assert RandomizedResponse(epsilon=30.0).flip_probabilities()[0] == pytest.approx(
+        math.exp(-30.0), rel=1e-5
     )
+
+
+@pytest.mark.parametrize(
+    "epsilon", [1e-12, 1e-3, 0.1, 1 / 3, 0.5, 1.0, 2.0, math.log(3), 5.0, 10.0, 20.0, 44.0, 45.5]
+)
+def test_flip_probability_is_the_dyadic_just_above(epsilon: float) -> None:
+    """f = m / 2^62 >= 1 / (1 + e^eps), so (1 - f) / f <= e^eps (checked with 80-digit decimals,
+    independently of the library's 40); m is the smallest such with 53 significant bits; the float
+    flip_probabilities() states is f exactly; the record states it too."""
+    rr = RandomizedResponse(epsilon=epsilon)
+    (flip,) = rr.flip_probabilities()
+    m = _flip_numerator(epsilon)
+    assert Fraction(flip) == Fraction(m, 2**62)  # exact, no rounding in the statement
+    assert rr.record().noise_scale == flip
+    with decimal.localcontext() as context:
+        context.prec = 80
+        e_eps = decimal.Decimal(epsilon).exp()
+        ulp = decimal.Decimal(10) ** (e_eps.adjusted() - 79)
+        upper, lower = Fraction(e_eps + ulp), Fraction(e_eps - ulp)
+    f = Fraction(m, 2**62)
+    assert f >= 1 / (1 + lower)  # rounded up: the ratio (1 - f) / f is at most e^eps
+    assert (1 - f) / f <= lower
+    step = 1 << max(m.bit_length() - 53, 0)
+    if m > 1:  # one 53-bit step less would be below the true probability
+        assert Fraction(m - step, 2**62) < 1 / (1 + upper)
+    if epsilon <= 10:  # and barely above it
+        assert f * (1 + upper) - 1 < Fraction(1, 2**50)
+
+
+def test_flips_are_integer_comparisons(seeded) -> None:
+    """Each flip is bernoulli_dyadic(m_j): an integer uniform below m_j, nothing in float."""
+    rr = RandomizedResponse(epsilon=3.0, num_labels=3, weights=WEIGHTS)
+    y = torch.zeros(1000, 3)
+    z, _ = rr(y, generator=seeded(21))
+    numerators = torch.tensor([_flip_numerator(e) for e in rr.label_epsilons()])
+    expected = bernoulli_dyadic(numerators, (1000, 3), generator=seeded(21))
+    assert torch.equal(z, expected.float())
 
 
 def test_keep_probabilities_empirically(seeded) -> None:

@@ -5,12 +5,21 @@ a bad shape or value raises ``ValueError`` saying what was expected. The package
 else from dpglow (the classifier's own validation AUC uses it too).
 """
 
-from dpglow.metrics.classification import auc_per_pathology, auc_retention, mean_auc
-from dpglow.metrics.fidelity import frechet_distance, psnr, ssim
+from dpglow.metrics.artifacts import saturated_patches
+from dpglow.metrics.classification import (
+    auc_per_pathology,
+    auc_retention,
+    ldp_auc_ceiling,
+    mean_auc,
+    retention_ceiling,
+    youden_threshold,
+)
+from dpglow.metrics.fidelity import frechet_distance, paired_cosine, psnr, ssim
 from dpglow.metrics.linkage import linkage_topk, reidentification
 from dpglow.metrics.realism import (
     discriminator_auc,
     discriminator_folds,
+    embedding_discriminator_auc,
     real_vs_real_auc,
     realism_features,
 )
@@ -20,12 +29,18 @@ __all__ = [
     "auc_retention",
     "discriminator_auc",
     "discriminator_folds",
+    "embedding_discriminator_auc",
     "frechet_distance",
+    "ldp_auc_ceiling",
     "linkage_topk",
     "mean_auc",
+    "paired_cosine",
     "psnr",
     "real_vs_real_auc",
     "realism_features",
     "reidentification",
+    "retention_ceiling",
+    "saturated_patches",
     "ssim",
+    "youden_threshold",
 ]

@@ -91,3 +91,42 @@ def auc_retention(
             raise ValueError(f"pathologies differ: {sorted(auc_private)} vs {sorted(auc_original)}")
         return {k: _retention(auc_private[k], auc_original[k]) for k in auc_original}
     return _retention(auc_private, auc_original)
+
+
+def ldp_auc_ceiling(epsilon: float) -> float:
+    """e^eps / (1 + e^eps): the largest ROC-AUC any classifier reading an eps-LDP release can
+    reach between two classes (for every pair of inputs the release's distributions are
+    e^eps-close, so every ROC curve lies under the eps-DP trade-off curve, whose area is this).
+    1.0 for eps = inf."""
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon >= 0:
+        raise ValueError(f"epsilon must be a number >= 0, got {epsilon!r}")
+    return 1.0 / (1.0 + math.exp(-epsilon)) if math.isfinite(epsilon) else 1.0
+
+
+def retention_ceiling(epsilon: float, auc_original: float) -> float:
+    """The largest AUC retention an eps-LDP release can have:
+    ``min(1, (ldp_auc_ceiling(eps) - 0.5) / (AUC_orig - 0.5))``; NaN where ``AUC_orig <= 0.5``."""
+    if not auc_original > 0.5:
+        return math.nan
+    return min(1.0, (ldp_auc_ceiling(epsilon) - 0.5) / (auc_original - 0.5))
+
+
+def youden_threshold(scores: Tensor, labels: Tensor) -> float:
+    """The score threshold t maximising TPR - FPR (Youden's J) of the rule ``score > t`` on
+    ``scores`` [N] against binary ``labels`` [N] (NaN labels skipped): the midpoint between the
+    two consecutive distinct scores where J peaks (the lowest such t on ties). J does not depend
+    on the class frequencies, so neither does t. Needs both classes."""
+    s, y = torch.as_tensor(scores).double().flatten(), torch.as_tensor(labels).double().flatten()
+    if s.shape != y.shape:
+        raise ValueError(f"scores and labels differ in shape: {tuple(s.shape)} vs {tuple(y.shape)}")
+    known = ~torch.isnan(y)
+    s, y = s[known], y[known]
+    n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("youden_threshold needs positive and negative labels")
+    values = s.unique(sorted=True)
+    cuts = torch.cat([values[:1] - 1.0, (values[1:] + values[:-1]) / 2, values[-1:] + 1.0])
+    # the share of each class scored above each cut, from the sorted scores of the class
+    tpr = 1 - torch.searchsorted(s[y == 1].sort().values, cuts, right=True) / n_pos
+    fpr = 1 - torch.searchsorted(s[y == 0].sort().values, cuts, right=True) / n_neg
+    return float(cuts[int(torch.argmax(tpr - fpr))])

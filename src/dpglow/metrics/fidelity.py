@@ -86,3 +86,15 @@ def frechet_distance(features_a: Tensor, features_b: Tensor) -> float:
     dist = (mu_a - mu_b).square().sum() + trace_a + trace_b - 2 * tr_sqrt
     # The true value is >= 0; a tiny negative is rounding.
     return max(float(dist), 0.0)
+
+
+def paired_cosine(features_a: Tensor, features_b: Tensor) -> float:
+    """Mean cosine similarity of row i of ``[N, F]`` with row i of ``[N, F]`` (each image with its
+    own counterpart, e.g. a release with its original in a classifier's embedding)."""
+    a = _matrix(features_a, "features_a").double()
+    b = _matrix(features_b, "features_b").double()
+    if a.shape != b.shape:
+        raise ValueError(
+            f"paired features need equal shapes, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    return float(torch.nn.functional.cosine_similarity(a, b, dim=1, eps=1e-12).mean())

@@ -78,6 +78,23 @@ def _expected_random_ap(n_relevant: Tensor, n_candidates: int) -> Tensor:
     return (h_m + (r - 1) / (m - 1) * (m - h_m)) / m
 
 
+def _average_precision(sim: Tensor, relevant: Tensor, n_relevant: Tensor) -> Tensor:
+    """Per row of similarities ``[q, N]`` with a ``relevant`` mask, the average precision as
+    scikit-learn computes it (tied scores form one threshold: precision and recall are read at
+    the end of each group of ties), over ``n_relevant`` relevant items per row."""
+    s, order = torch.sort(sim, dim=1, descending=True, stable=True)
+    tp = relevant.gather(1, order).double().cumsum(1)
+    ranks = torch.arange(1, sim.shape[1] + 1, dtype=torch.float64)
+    group_end = torch.ones_like(s, dtype=torch.bool)
+    group_end[:, :-1] = s[:, :-1] != s[:, 1:]
+    tp_end = torch.where(group_end, tp, torch.zeros_like(tp))
+    prev_tp = torch.zeros_like(tp)
+    # tp at the previous group end: running max of tp_end shifted by one (tp is monotone).
+    prev_tp[:, 1:] = torch.cummax(tp_end, 1).values[:, :-1]
+    gain = torch.where(group_end, tp - prev_tp, torch.zeros_like(tp))
+    return (gain * tp / ranks).sum(1) / n_relevant
+
+
 def reidentification(
     query: Tensor,
     patients: Sequence[str],
@@ -140,20 +157,7 @@ def reidentification(
         best = sim.max(1, keepdim=True).values
         top = sim == best
         top1_sum += float(((top & relevant).sum(1) / top.sum(1)).sum())
-
-        s, order = torch.sort(sim, dim=1, descending=True, stable=True)
-        tp = relevant.gather(1, order).double().cumsum(1)
-        ranks = torch.arange(1, n + 1, dtype=torch.float64)
-        # Precision/recall are only read at the end of each group of tied scores.
-        group_end = torch.ones_like(s, dtype=torch.bool)
-        group_end[:, :-1] = s[:, :-1] != s[:, 1:]
-        tp_end = torch.where(group_end, tp, torch.zeros_like(tp))
-        prev_tp = torch.zeros_like(tp)
-        # tp at the previous group end: running max of tp_end shifted by one (tp is monotone).
-        prev_tp[:, 1:] = torch.cummax(tp_end, 1).values[:, :-1]
-        gain = torch.where(group_end, tp - prev_tp, torch.zeros_like(tp))
-        ap = (gain * tp / ranks).sum(1) / n_rel
-        ap_sum += float(ap.sum())
+        ap_sum += float(_average_precision(sim, relevant, n_rel).sum())
 
     n_rel_eval = n_rel_all[evaluated]
     result["top1"] = top1_sum / n_queries

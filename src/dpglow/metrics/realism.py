@@ -206,3 +206,23 @@ def real_vs_real_auc(real: Tensor | np.ndarray, *, folds: int = 5, seed: int = 0
     order = np.random.default_rng(seed).permutation(n)
     half = n // 2
     return _auc(features[order[:half]], features[order[half:]], folds, seed, False)
+
+
+def embedding_discriminator_auc(
+    real: Tensor | np.ndarray,
+    other: Tensor | np.ndarray,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    paired: bool | None = None,
+) -> float:
+    """The stronger discriminator: the same cross-validated, standardised logistic regression as
+    :func:`discriminator_auc`, on given features ``[N, F]`` (e.g. the evaluation classifier's
+    pooled DenseNet embedding, which sees texture and anatomy the hand-made features miss)
+    instead of :func:`realism_features`; pairing and folds as there."""
+    a, b = np.asarray(torch.as_tensor(real).double()), np.asarray(torch.as_tensor(other).double())
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"expected two [N, F] feature sets, got {a.shape} and {b.shape}")
+    _check_counts(len(a), len(b), folds)
+    _resolve_paired(len(a), len(b), paired)
+    return _auc(a, b, folds, seed, paired)

@@ -22,6 +22,8 @@ release made of both parts is accounted by basic composition (the epsilons add u
 
 from dpglow.privacy.accounting import PrivacyRecord, compose
 from dpglow.privacy.base import Mechanism
+from dpglow.privacy.categorical import GeneralizedRandomizedResponse, SubsetSelection
+from dpglow.privacy.discrete import DiscreteLaplaceL1, discrete_gaussian, discrete_laplace
 from dpglow.privacy.gaussian import (
     analytic_gaussian_sigma,
     classical_gaussian_sigma,
@@ -29,6 +31,13 @@ from dpglow.privacy.gaussian import (
 )
 from dpglow.privacy.image import DPPix, PixelLaplace
 from dpglow.privacy.labels import RandomizedResponse
+from dpglow.privacy.labelsets import (
+    LabelDomain,
+    LabelSetResponse,
+    binarize_labels,
+    domain_sha256,
+    fit_label_domain,
+)
 from dpglow.privacy.latent import GaussianL2, LaplaceElementwise, LaplaceL1, scale_into_ball
 from dpglow.privacy.noise import OS_ENTROPY, SEEDED, UNVERIFIED, noise_generator
 from dpglow.privacy.postprocess import posterior_mean, posterior_sample
@@ -43,16 +52,26 @@ __all__ = [
     "SEEDED",
     "UNVERIFIED",
     "DPPix",
+    "DiscreteLaplaceL1",
     "GaussianL2",
+    "GeneralizedRandomizedResponse",
+    "LabelDomain",
+    "LabelSetResponse",
     "LaplaceElementwise",
     "LaplaceL1",
     "Mechanism",
     "PixelLaplace",
     "PrivacyRecord",
     "RandomizedResponse",
+    "SubsetSelection",
     "analytic_gaussian_sigma",
+    "binarize_labels",
     "classical_gaussian_sigma",
     "compose",
+    "discrete_gaussian",
+    "discrete_laplace",
+    "domain_sha256",
+    "fit_label_domain",
     "gaussian_delta",
     "noise_generator",
     "posterior_mean",

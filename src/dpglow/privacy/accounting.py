@@ -20,7 +20,9 @@ class PrivacyRecord:
     both are always recorded because either figure alone misleads. ``sensitivity`` is measured in
     ``norm`` after clipping; ``private`` is False when the noise is reproducible or absent.
     ``parts`` is empty for a single mechanism; a record made by :func:`compose` maps each part's
-    name to that part's :meth:`as_dict` (it takes no part in hashing).
+    name to that part's :meth:`as_dict` (it takes no part in hashing). ``grid`` is the step of
+    the lattice a mechanism releases on (:class:`~dpglow.privacy.DiscreteLaplaceL1`), None for
+    the continuous mechanisms and for composed records.
     """
 
     mechanism: str
@@ -37,6 +39,7 @@ class PrivacyRecord:
     accounting: str
     private: bool
     parts: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
+    grid: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (for JSON, CSV rows and loggers); ``parts`` are plain dicts too."""
@@ -50,6 +53,8 @@ class PrivacyRecord:
             f"clip={self.clip}, {self.noise} noise scale={self.noise_scale:.4g}, "
             f"source={self.noise_source}, private={self.private}"
         )
+        if self.grid is not None:
+            line += f", grid={self.grid:.4g}"
         if self.parts:
             spent = ", ".join(
                 f"{name}={part['epsilon_per_image']:.4g}" for name, part in self.parts.items()
@@ -68,8 +73,9 @@ def compose(*, parts: Mapping[str, PrivacyRecord]) -> PrivacyRecord:
     ``epsilon_per_element`` the largest part's (the most exposed single element),
     ``noise_scale`` NaN and ``clip``, ``norm``, ``sensitivity`` None (no single figure fits),
     ``accounting`` "per_image", ``noise_source`` the parts' common source (else
-    "unverified (NOT PRIVATE)"), ``private`` True only if every part is private, and ``parts``
-    each part's :meth:`PrivacyRecord.as_dict` under its name.
+    "unverified (NOT PRIVATE)"), ``private`` True only if every part is private, ``grid`` None
+    (each part's grid stays in its dict), and ``parts`` each part's
+    :meth:`PrivacyRecord.as_dict` under its name.
 
     An empty mapping and parts with ``accounting="per_element"`` are refused: it is their
     per-image figure that composes, so build them with ``accounting="per_image"``.
@@ -108,4 +114,5 @@ def compose(*, parts: Mapping[str, PrivacyRecord]) -> PrivacyRecord:
         accounting="per_image",
         private=all(part.private for part in records),
         parts={name: part.as_dict() for name, part in parts.items()},
+        grid=None,
     )

@@ -35,8 +35,6 @@ class Mechanism(ABC):
     noise: ClassVar[str]  # "laplace" or "gaussian"
     norm: ClassVar[str]  # the norm the sensitivity is measured in
     sample_ndim: ClassVar[int]  # dims of one image's input: 1 for [d], 3 for [C, H, W]
-    # Test-only hook: the negative-control audit shrinks the noise to show the audit can fail.
-    _scale_factor: ClassVar[float] = 1.0
 
     epsilon: float
     delta: float = 0.0
@@ -59,7 +57,7 @@ class Mechanism(ABC):
         sampler = laplace_noise if self.noise == "laplace" else gaussian_noise
         noise = sampler(
             tuple(bounded.shape),
-            record.noise_scale * self._scale_factor,
+            record.noise_scale,
             generator=generator,
             device=x.device,
             dtype=dtype,
@@ -114,7 +112,7 @@ class Mechanism(ABC):
         """Map the noisy statistic back to the input's shape (post-processing)."""
         return noisy
 
-    def _params(self) -> dict[str, Any]:
+    def params(self) -> dict[str, Any]:
         return {"epsilon": self.epsilon}
 
     def _check_input(self, x: torch.Tensor) -> None:
@@ -127,5 +125,5 @@ class Mechanism(ABC):
             raise ValueError(f"{self.name}: input has NaN or inf, refusing to privatize it")
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{key}={value!r}" for key, value in self._params().items())
+        params = ", ".join(f"{key}={value!r}" for key, value in self.params().items())
         return f"{type(self).__name__}({params})"

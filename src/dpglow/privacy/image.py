@@ -91,5 +91,5 @@ class DPPix(_ImageMechanism):
             )
         return channels * (height // self.cell) * (width // self.cell)
 
-    def _params(self) -> dict[str, Any]:
+    def params(self) -> dict[str, Any]:
         return {"epsilon": self.epsilon, "cell": self.cell}

@@ -6,6 +6,16 @@ each). For one label the likelihood ratio of any output under y_j = 1 and y_j = 
 so label j is eps_j-LDP (Warner 1965; the optimal binary mechanism), and by basic composition the
 vector is epsilon-LDP for any two images, whatever labels they carry.
 
+Exact sampling: 1 / (1 + e^eps_j) is irrational, so label j is flipped with the dyadic probability
+f_j = m_j / 2^62 just above it (m_j from :func:`_flip_numerator`, the smallest such value with at
+most 53 significant bits, so that the float :meth:`RandomizedResponse.flip_probabilities` states is
+exactly f_j), by comparing one integer uniform on {0, ..., 2^62 - 1} with m_j
+(:func:`~dpglow.privacy.exact.bernoulli_dyadic`). A flip probability rounded UP can only lower the
+likelihood ratio: (1 - f_j) / f_j <= e^eps_j, so the sampled mechanism is eps_j-LDP with no
+floating-point residue (up to torch's generator; see docs/method.md, "Exact sampling"). Its true
+epsilon, ln((1 - f_j) / f_j), is below eps_j by less than 1e-15 for eps_j <= 10 and 1e-10 for
+eps_j <= 20; the flip probability bottoms out at 2^-62 (a true epsilon of ln(2^62 - 1) ~ 43).
+
 :class:`RandomizedResponse` is not a :class:`~dpglow.privacy.Mechanism`: that class adds
 continuous noise to a bounded statistic and its records feed the continuous post-processing
 (:func:`~dpglow.privacy.posterior_mean`); flipping bits fits neither. It keeps the same calling
@@ -22,6 +32,7 @@ from typing import Any, ClassVar
 import torch
 
 from dpglow.privacy.accounting import PrivacyRecord
+from dpglow.privacy.exact import BITS, bernoulli_dyadic, other_outcome_numerator
 from dpglow.privacy.noise import OS_ENTROPY, resolve_generator, work_dtype
 from dpglow.privacy.validation import (
     check_epsilon,
@@ -31,10 +42,19 @@ from dpglow.privacy.validation import (
 )
 
 
+def _flip_numerator(epsilon: float) -> int:
+    """m with m / 2^62 >= 1 / (1 + e^epsilon): binary randomized response is k-ary randomized
+    response over 2 outcomes, its flip probability the probability of the other outcome
+    (:func:`~dpglow.privacy.exact.other_outcome_numerator`: rounded UP from a rigorous lower bound
+    of e^epsilon to at most 53 significant bits; 0 for epsilon = inf). Rounding the flip
+    probability f up can only lower the likelihood ratio (1 - f) / f, so the sampled mechanism is
+    at most epsilon-LDP."""
+    return other_outcome_numerator(epsilon, 2)
+
+
 def _flip_probability(epsilon: float) -> float:
-    """1 / (1 + e^epsilon), written so that no epsilon >= 0 overflows (0.0 for inf)."""
-    tail = math.exp(-epsilon)
-    return tail / (1.0 + tail)
+    """The flip probability randomized response samples at ``epsilon``: m / 2^62, exactly."""
+    return _flip_numerator(epsilon) / (1 << BITS)
 
 
 def _reals(name: str, values: object, length: int, check: Any) -> tuple[float, ...]:
@@ -56,17 +76,16 @@ class RandomizedResponse:
     ``rr(y, *, generator=None, noise_source=None) -> (noisy, record)`` takes ``y`` of shape
     ``[B, num_labels]``, a float tensor whose values are exactly 0 or 1, and flips each entry
     independently; the generator is handled as by every mechanism (see
-    :class:`~dpglow.privacy.Mechanism`). The flips are drawn in float64 and ``noisy`` has y's
-    dtype. ``epsilon=inf`` returns an unchanged copy of ``y``.
+    :class:`~dpglow.privacy.Mechanism`). Each flip is an exact Bernoulli(f_j) from an integer
+    uniform, f_j the dyadic flip probability of the module note (at or just above
+    1 / (1 + e^eps_j)), and ``noisy`` has y's dtype. ``epsilon=inf`` returns an unchanged copy
+    of ``y``.
     """
 
     name: ClassVar[str] = "randomized_response"
     space: ClassVar[str] = "label"
     noise: ClassVar[str] = "randomized_response"
     norm: ClassVar[str] = "hamming"
-    # Test-only hook: the negative-control audit multiplies every eps_j used for sampling (not the
-    # record) by this, to show the audit can fail.
-    _epsilon_factor: ClassVar[float] = 1.0
 
     def __init__(
         self,
@@ -89,8 +108,14 @@ class RandomizedResponse:
         """eps_j, the guarantee of label j on its own."""
         return list(self._label_epsilons)
 
+    def flip_numerators(self) -> list[int]:
+        """m_j: label j is flipped when an integer uniform on {0, ..., 2^62 - 1} is below it."""
+        return [_flip_numerator(eps) for eps in self._label_epsilons]
+
     def flip_probabilities(self) -> list[float]:
-        """1 / (1 + e^eps_j), the probability that label j is flipped (0.0 for epsilon=inf)."""
+        """f_j, the probability that label j is flipped, exactly as sampled: the dyadic m_j / 2^62
+        at or just above 1 / (1 + e^eps_j) (a relative excess below 2^-51 for eps_j <= 10; at
+        least 2^-62; 0.0 for epsilon=inf)."""
         return [_flip_probability(eps) for eps in self._label_epsilons]
 
     def __call__(
@@ -105,14 +130,13 @@ class RandomizedResponse:
         record = self.record(noise_source=source)
         if record.noise == "none":
             return y.clone(), record
-        dtype = work_dtype(y.device)
-        flip = torch.tensor(
-            [_flip_probability(eps * self._epsilon_factor) for eps in self._label_epsilons],
-            dtype=dtype,
+        numerators = torch.tensor(
+            self.flip_numerators(),
+            dtype=torch.int64,
             device=y.device,
         )
-        draws = torch.rand(tuple(y.shape), generator=generator, device=y.device, dtype=dtype)
-        return torch.where(draws < flip, 1.0 - y, y), record
+        flip = bernoulli_dyadic(numerators, tuple(y.shape), generator=generator, device=y.device)
+        return torch.where(flip, 1.0 - y, y), record
 
     def record(
         self, shape: Sequence[int] | None = None, *, noise_source: str = OS_ENTROPY
@@ -122,8 +146,9 @@ class RandomizedResponse:
 
         ``d`` is the number of labels, ``sensitivity`` 1.0 (a label moves by at most 1, in the
         Hamming norm), ``epsilon_per_element`` the largest eps_j (the most exposed single label),
-        ``epsilon_per_image`` epsilon, and ``noise_scale`` the flip probability when every label
-        has the same eps_j, else NaN (see :meth:`flip_probabilities`).
+        ``epsilon_per_image`` epsilon, and ``noise_scale`` the flip probability actually sampled
+        (the dyadic f_j of :meth:`flip_probabilities`) when every label has the same eps_j, else
+        NaN.
         """
         if shape is not None and tuple(int(s) for s in shape) != (self.num_labels,):
             raise ValueError(
@@ -168,7 +193,9 @@ class RandomizedResponse:
         Bayes' rule with keep / flip probabilities k_j = e^eps_j / (1 + e^eps_j), f_j = 1 - k_j:
         prior_j k_j / (prior_j k_j + (1 - prior_j) f_j) where noisy_j = 1 and
         prior_j f_j / (prior_j f_j + (1 - prior_j) k_j) where noisy_j = 0, evaluated as
-        sigmoid(logit(prior_j) +- eps_j) (k_j / f_j = e^eps_j) so that nothing overflows.
+        sigmoid(logit(prior_j) +- eps_j) (k_j / f_j = e^eps_j) so that nothing overflows. It uses
+        e^eps_j, not the sampled f_j: the two differ by less than float64 rounding for
+        eps_j <= 10, and past ~43 the sampled f_j stays at 2^-62.
         ``prior`` is one probability for every label or one per label; prior 0 or 1 gives back
         the prior. Free post-processing: it never looks at the true labels. With
         ``epsilon=inf`` the labels were released as they are, and ``noisy`` itself is returned
@@ -205,9 +232,9 @@ class RandomizedResponse:
                 f"({int(bad.sum())} entries not in {{0, 1}})"
             )
 
-    def _params(self) -> dict[str, Any]:
+    def params(self) -> dict[str, Any]:
         return {"epsilon": self.epsilon, "num_labels": self.num_labels, "weights": self.weights}
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{key}={value!r}" for key, value in self._params().items())
+        params = ", ".join(f"{key}={value!r}" for key, value in self.params().items())
         return f"{type(self).__name__}({params})"

@@ -72,7 +72,7 @@ class LaplaceElementwise(Mechanism):
             "noise_scale": 2.0 * self.clip / per_element,
         }
 
-    def _params(self) -> dict[str, Any]:
+    def params(self) -> dict[str, Any]:
         return {"epsilon": self.epsilon, "clip": self.clip, "accounting": self.accounting}
 
 
@@ -92,7 +92,7 @@ class _BallMechanism(Mechanism):
     def statistic(self, x: torch.Tensor) -> torch.Tensor:
         return scale_into_ball(x, self.resolve_radius(x.shape[1]), ord=self.ord)
 
-    def _params(self) -> dict[str, Any]:
+    def params(self) -> dict[str, Any]:
         return {"epsilon": self.epsilon, "radius": self.radius}
 
 
@@ -173,5 +173,5 @@ class GaussianL2(_BallMechanism):
             "noise_scale": sigma,
         }
 
-    def _params(self) -> dict[str, Any]:
+    def params(self) -> dict[str, Any]:
         return {"epsilon": self.epsilon, "delta": self.delta, "radius": self.radius}
