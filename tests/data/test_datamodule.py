@@ -325,7 +325,7 @@ def compose_data(name: str, *overrides: str, data_dir: str = "/data", cache_dir:
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DATA.parent)):
         return compose(
             overrides=[
-                f"+data={name}", "+paths=default", "+image_size=32", "+seed=5",
+                f"+data={name}", "+paths=default", "+image_size=32", "+split_seed=5",
                 f"paths.data_dir={data_dir}", f"paths.cache_dir={cache_dir}", *overrides,
             ]
         )  # fmt: skip
@@ -423,7 +423,7 @@ def test_pediatric_config_default_root(pediatric_dir: Path, tmp_path: Path) -> N
     cfg = compose_data(
         "pediatric",
         "image_size=16",
-        "seed=1",
+        "split_seed=1",
         "data.max_images=40",
         data_dir=str(pediatric_dir.parent),
         cache_dir=str(tmp_path),

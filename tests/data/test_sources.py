@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import needs_real_data
 from dpglow.data import DataFormatError, DatasetNotFoundError
 from dpglow.data.sources import (
     CHESTMNIST_PATHOLOGIES,
@@ -167,6 +168,7 @@ def test_chexpert_csv_missing_columns(tiny_chexpert: Path) -> None:
 
 
 def test_pediatric_records(pediatric_dir: Path) -> None:
+    needs_real_data("the counts of the bundled pediatric set")
     df = PediatricSource(pediatric_dir).records()
     check_records(df, ["Pneumonia"])
     assert len(df) == 5216

@@ -4,6 +4,7 @@ Importing this package registers the OmegaConf resolvers of ``conf/paths`` (``${
 ``${dpglow_root:}``).
 """
 
+from dpglow.data.acquisition import AcquisitionAugment
 from dpglow.data.augment import AugmentedDataset, RandomZoom
 from dpglow.data.datamodule import ChestXrayDataModule
 from dpglow.data.io import read_image
@@ -25,6 +26,7 @@ from dpglow.data.splits import make_splits
 register_resolvers()
 
 __all__ = [
+    "AcquisitionAugment",
     "AugmentedDataset",
     "CheXpertSource",
     "ChestXrayDataModule",

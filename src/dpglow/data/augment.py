@@ -3,10 +3,22 @@ filter that made the unaugmented images, and the training dataset that applies t
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+
+
+class Augment(Protocol):
+    """A training-time change of one image: uint8 ``[source_size, source_size]`` -> uint8
+    ``[size, size]``, random through ``rng`` (:class:`RandomZoom`,
+    :class:`~dpglow.data.acquisition.AcquisitionAugment`)."""
+
+    source_size: int
+
+    def __call__(self, image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray: ...
 
 
 class RandomZoom:
@@ -20,7 +32,8 @@ class RandomZoom:
     patient position and distance, which vary in real X-rays anyway; it never changes
     intensities. ``flip_probability`` mirrors the crop left-right with that probability (0, the
     default, never: the heart is on the left of a real chest X-ray, so a mirrored image is not
-    one; as extra texture for the density model it did not help on validation, README).
+    one; as extra texture for the density model it did not help on validation,
+    docs/density-model.md).
 
     ``source_size`` is the resolution the images are decoded at for augmentation: the files' own
     size (224 for the bundled pediatric set) reproduces the unaugmented images exactly.
@@ -38,6 +51,12 @@ class RandomZoom:
         self.source_size = source_size
         self.min_scale = float(min_scale)
         self.flip_probability = float(flip_probability)
+
+    def __repr__(self) -> str:
+        return (
+            f"RandomZoom(source_size={self.source_size}, min_scale={self.min_scale}, "
+            f"flip_probability={self.flip_probability})"
+        )
 
     def __call__(self, image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
         """``image`` uint8 ``[source_size, source_size]`` -> uint8 ``[size, size]``."""
@@ -63,7 +82,8 @@ class RandomZoom:
 
 
 class AugmentedDataset(Dataset):
-    """The training split with a fresh :class:`RandomZoom` of each image every time it is read.
+    """The training split with a fresh augmentation (an :class:`Augment`, e.g. a
+    :class:`RandomZoom`) of each image every time it is read.
 
     Items are those of :class:`~dpglow.data.datamodule.ChestXrayDataset` (``image`` uint8
     ``[1, S, S]``, ``labels``, ``index``); ``images`` holds the unaugmented images (ActNorm
@@ -79,7 +99,7 @@ class AugmentedDataset(Dataset):
         labels: torch.Tensor,
         index: torch.Tensor,
         *,
-        augment: RandomZoom,
+        augment: Augment,
         seed: int,
     ) -> None:
         if not len(images) == len(sources) == len(labels) == len(index):

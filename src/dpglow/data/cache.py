@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
+import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from rich.progress import Progress
 
 from dpglow.data.io import PREPROCESS_VERSION, read_image
 from dpglow.data.paths import DataFormatError
+from dpglow.utils.cache import key_of
 from dpglow.utils.files import atomic_save
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ class ImageCache:
     ) -> None:
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         self.size = int(size)
-        root_hash = hashlib.sha1(str(Path(root).resolve()).encode()).hexdigest()[:10]
+        root_hash = key_of([str(Path(root).resolve())])[:10]
         self.path = self.cache_dir / f"{name}_{self.size}px_{PREPROCESS_VERSION}_{root_hash}.pt"
         self.workers = workers if workers is not None else min(4, os.cpu_count() or 1)
 
@@ -142,10 +143,14 @@ class ImageCache:
 
         # Threads suffice: PIL releases the GIL while decoding and resizing (about 2x on 2
         # cores), without the start-up cost and fork hazards of a process pool next to torch.
-        bar = tqdm(total=len(paths), desc=f"decoding {self.size}px", unit="img", disable=None)
-        with bar, ThreadPoolExecutor(max_workers=max(1, self.workers)) as pool:
+        # rich's bar on a terminal (transient), nothing in logs and CI
+        with (
+            Progress(transient=True, disable=not sys.stderr.isatty()) as bar,
+            ThreadPoolExecutor(max_workers=max(1, self.workers)) as pool,
+        ):
+            task = bar.add_task(f"decoding {self.size}px", total=len(paths))
             for _ in pool.map(work, range(len(paths))):
-                bar.update()
+                bar.advance(task)
         return out[torch.from_numpy(ok)], ok, failed
 
     def get(self, paths: Sequence[str], *, skip_unreadable: bool = False) -> CacheResult:

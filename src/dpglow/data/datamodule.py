@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from dpglow.data.augment import AugmentedDataset, RandomZoom
+from dpglow.data.augment import Augment, AugmentedDataset
 from dpglow.data.cache import ImageCache
 from dpglow.data.io import center_crop_resize
 from dpglow.data.paths import (
@@ -87,9 +87,11 @@ class ChestXrayDataModule(pl.LightningDataModule):
     ``image`` uint8 ``[B,1,S,S]``, ``labels`` float32 ``[B,P]`` (NaN = unknown) and ``index``
     int64 ``[B]``.
 
-    ``augment`` (a :class:`~dpglow.data.augment.RandomZoom`) serves the training split as random
-    zoomed crops of the images decoded at ``augment.source_size``, new each epoch; validation,
-    test and :meth:`init_batch` keep the unaugmented images.
+    ``augment`` (a :class:`~dpglow.data.augment.RandomZoom` or
+    :class:`~dpglow.data.acquisition.AcquisitionAugment`: anything with ``source_size`` that maps
+    ``(image, size, rng)`` to an image) serves the training split as random changes of the images
+    decoded at ``augment.source_size``, new each epoch; validation, test and :meth:`init_batch`
+    keep the unaugmented images.
     """
 
     def __init__(
@@ -109,7 +111,7 @@ class ChestXrayDataModule(pl.LightningDataModule):
         skip_unreadable: bool = False,
         download: bool = False,
         decode_workers: int | None = None,
-        augment: RandomZoom | None = None,
+        augment: Augment | None = None,
     ) -> None:
         super().__init__()
         if image_size < 1 or batch_size < 1:
@@ -283,11 +285,9 @@ class ChestXrayDataModule(pl.LightningDataModule):
             train.images, sources, train.labels, train.index, augment=self.augment, seed=self.seed
         )
         log.info(
-            "training images augmented: random zooms of %dpx sources, scale >= %.2f, "
-            "mirrored with probability %.2f",
+            "training images augmented from %dpx sources: %r",
             self.augment.source_size,
-            self.augment.min_scale,
-            self.augment.flip_probability,
+            self.augment,
         )
 
     # ------------------------------------------------------------------ access

@@ -31,8 +31,8 @@ class LabelledImages:
 
 def load_split(cfg: DictConfig, *, image_size: int, split: str, limit: int | None = None):
     """Split ``split`` of ``cfg.data`` at ``image_size``: all its images, or a seeded subset of
-    ``limit`` (seeded by ``cfg.seed``), in the split's order. ``cfg`` is a task's root config
-    (its data node interpolates ``image_size``, which is set here)."""
+    ``limit`` (seeded by the data's split seed), in the split's order. ``cfg`` is a task's root
+    config (its data node interpolates ``image_size``, which is set here)."""
     with open_dict(cfg):
         cfg.image_size = image_size
     datamodule = instantiate(cfg.data)
@@ -42,7 +42,8 @@ def load_split(cfg: DictConfig, *, image_size: int, split: str, limit: int | Non
     keep = torch.arange(len(data.images))
     if limit is not None and limit < len(keep):
         # A seeded random subset, not the first N: splits list images grouped by class or patient.
-        order = torch.randperm(len(keep), generator=torch.Generator().manual_seed(int(cfg.seed)))
+        generator = torch.Generator().manual_seed(int(cfg.data.seed))
+        order = torch.randperm(len(keep), generator=generator)
         keep = order[: int(limit)].sort().values
     rows = datamodule.splits.iloc[data.index[keep].numpy()]
     return LabelledImages(
