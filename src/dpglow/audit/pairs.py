@@ -1,0 +1,203 @@
+"""The two inputs an audit compares, chosen as far apart as the mechanism allows, and the
+statistics an attacker who knows every public model computes from a release.
+
+- ``label_channel`` / ``subspace``: two public images the labeler labels differently, its most
+  confident call of each class; where a latent (or detail) channel is released, among those the
+  pair whose bounded statistics (a = P u - c, clipped to the mechanism's ball) lie furthest
+  apart. Statistics: the labeler's log-odds on the release, and the release re-encoded by the
+  public flow and projected on the released directions, along the difference of the pair.
+- DP-GLOW (``laplace_l1`` etc.): a public image x and the image whose latents are -u(x) (the
+  prior is symmetric, so it is as typical), quantised to 8 bits: after clipping their latents
+  point in opposite directions. Statistic: the release re-encoded and projected on that
+  difference.
+- pixel baselines: an all-black and an all-white image. Statistic: the mean pixel.
+
+``separation`` is the L1 (or Hamming) distance of the pair's bounded statistics over the
+largest the mechanism allows (2R; 1 for a label): near 1, the audit can be tight; far below, its
+bound can only be loose (the report says which).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from dpglow.flow import flatten_latents, to_flow_input, to_uint8, unflatten_latents
+from dpglow.privatizers.base import Privatizer
+from dpglow.privatizers.dp_glow import DPGlowPrivatizer
+from dpglow.privatizers.labelers import ClassifierLabeler
+from dpglow.privatizers.pixel import ImagePrivatizer
+from dpglow.privatizers.subspace import SubspacePrivatizer
+
+Statistic = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class AuditPair:
+    """Inputs ``a`` and ``b`` (uint8 [1, 1, S, S]), ``fillers`` (public images that share the
+    audited images' batches), what separates them, and the attacker's statistics."""
+
+    a: torch.Tensor
+    b: torch.Tensor
+    fillers: torch.Tensor
+    description: dict[str, Any]
+    statistics: dict[str, Statistic] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def _encode(flow, images: torch.Tensor, levels: list[int]) -> torch.Tensor:
+    latents = flow.encode(to_flow_input(images.to(next(flow.parameters()).device)))
+    return flatten_latents([latents[i] for i in levels]).double().cpu()
+
+
+def _projection(flow, levels: list[int], rows: torch.Tensor, direction: torch.Tensor) -> Statistic:
+    """Re-encode a release, project its ``levels`` latents on ``rows`` and then on
+    ``direction`` (both public)."""
+
+    def statistic(images: torch.Tensor) -> torch.Tensor:
+        out = []
+        for chunk in images.split(256):
+            out.append((_encode(flow, chunk, levels) @ rows.double().T) @ direction.double())
+        return torch.cat(out)
+
+    return statistic
+
+
+def _labeler_statistic(labeler: ClassifierLabeler) -> Statistic:
+    def statistic(images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([labeler.logits(c).double().sum(1).cpu() for c in images.split(256)])
+
+    return statistic
+
+
+def _quietest(norms: torch.Tensor, public: torch.Tensor, count: int) -> torch.Tensor:
+    """The ``count`` public images with the smallest statistic norms (they share the audited
+    images' batches: a clip over the batch would let the audited image through)."""
+    return public[norms.argsort()[:count]]
+
+
+def _label_scores(privatizer: SubspacePrivatizer, public: torch.Tensor) -> torch.Tensor | None:
+    """[N] the labeler's signed margin on each public image (> 0: labelled positive; the sum
+    over labels for several), or None without a label channel."""
+    labeler = privatizer.labeler
+    if labeler is None:
+        return None
+    if isinstance(labeler, ClassifierLabeler):
+        return torch.cat([labeler.logits(c).double().sum(1).cpu() for c in public.split(256)])
+    if hasattr(labeler, "weights"):  # the latent probes: w . u - t
+        u = _encode(privatizer.flow, public, labeler.levels)
+        margins = u @ labeler.weights.double().T - labeler.thresholds.double()
+        return margins.sum(1)
+    raise ValueError(f"no audit pair for the labeler {labeler.description}")
+
+
+def subspace_pair(privatizer: SubspacePrivatizer, public: torch.Tensor, fillers: int) -> AuditPair:
+    flow = privatizer.flow
+    statistics: dict[str, Statistic] = {
+        # the released labels and directions are rendered along the basis: re-encode, project
+        "basis_projection": _projection(
+            flow, privatizer.levels, privatizer.matrix, torch.eye(privatizer.basis.k)[0]
+        )
+    }
+    if isinstance(privatizer.labeler, ClassifierLabeler):
+        statistics["labeler_logit"] = _labeler_statistic(privatizer.labeler)
+    if privatizer.detail is not None:
+        channel = privatizer.detail
+        levels, rows, bound, center = channel.levels, channel.rows, channel.mechanism, None
+    else:
+        levels, rows, bound = privatizer.levels, privatizer.matrix, privatizer.mechanism
+        center = privatizer.center
+    description: dict[str, Any] = {"privatizer": privatizer.name}
+    scores = _label_scores(privatizer, public)
+    candidates = torch.arange(len(public))
+    negatives = positives = candidates
+    if scores is not None:
+        negatives, positives = candidates[scores <= 0], candidates[scores > 0]
+        if not len(negatives) or not len(positives):
+            raise ValueError("the labeler calls every public image the same: no label pair")
+    bounded = None
+    if bound is not None:
+        a = _encode(flow, public, levels) @ rows.double().T
+        bounded = bound.statistic(a - center.double() if center is not None else a)
+        # the pair furthest apart in the bounded statistic, one from each labelled group
+        dist = torch.cdist(bounded[negatives], bounded[positives], p=1)
+        flat = int(dist.argmax())
+        i, j = negatives[flat // len(positives)], positives[flat % len(positives)]
+        record = bound.record((bounded.shape[1],))
+        description["separation"] = float(dist.max()) / float(record.sensitivity)
+        direction = bounded[j] - bounded[i]
+        statistics["latent_projection"] = _projection(
+            flow, levels, rows, direction / direction.norm().clamp_min(1e-12)
+        )
+    elif scores is not None:  # labels only: the most confident call of each class
+        i = negatives[int(scores[negatives].argmin())]
+        j = positives[int(scores[positives].argmax())]
+        description["separation"] = 1.0
+    else:
+        raise ValueError("nothing to audit: no label channel and no latent channel")
+    if scores is not None:
+        description["label_scores"] = [float(scores[i]), float(scores[j])]
+    norms = bounded.abs().sum(1) if bounded is not None else -scores.abs()
+    return AuditPair(
+        a=public[i : i + 1].clone(),
+        b=public[j : j + 1].clone(),
+        fillers=_quietest(norms, public, fillers),
+        description=description,
+        statistics=statistics,
+    )
+
+
+@torch.no_grad()
+def dpglow_pair(privatizer: DPGlowPrivatizer, public: torch.Tensor, fillers: int) -> AuditPair:
+    flow, levels = privatizer.flow, privatizer.levels
+    device = next(flow.parameters()).device
+    latents = flow.encode(to_flow_input(public.to(device)))
+    flat_all = flatten_latents(latents)
+    mirrored = to_uint8(flow.decode(unflatten_latents(-flat_all, flow.latent_shapes)))
+    u = _encode(flow, public, levels)
+    v = _encode(flow, mirrored.cpu(), levels)
+    statistic = privatizer.mechanism.statistic
+    d = statistic(u) - statistic(v)
+    distance = d.abs().sum(1)
+    i = int(distance.argmax())
+    record = privatizer.mechanism.record((u.shape[1],))
+    direction = d[i] / d[i].norm().clamp_min(1e-12)
+    rows = torch.eye(u.shape[1], dtype=torch.float64)
+    return AuditPair(
+        a=mirrored[i : i + 1].cpu().clone(),
+        b=public[i : i + 1].clone(),
+        fillers=_quietest(statistic(u).abs().sum(1), public, fillers),
+        description={
+            "privatizer": privatizer.name,
+            "separation": float(distance[i]) / float(record.sensitivity),
+            "construction": "a public image and the decode of its negated latents",
+        },
+        statistics={"latent_projection": _projection(flow, levels, rows, direction)},
+    )
+
+
+def pixel_pair(privatizer: ImagePrivatizer, public: torch.Tensor, fillers: int) -> AuditPair:
+    side = privatizer.image_size
+    black = torch.zeros((1, 1, side, side), dtype=torch.uint8)
+    return AuditPair(
+        a=black,
+        b=black + 255,
+        fillers=public[:fillers],
+        description={"privatizer": privatizer.name, "separation": 1.0, "construction": "0 vs 255"},
+        statistics={"mean_pixel": lambda images: images.double().flatten(1).mean(1)},
+    )
+
+
+def choose_pair(privatizer: Privatizer, public: torch.Tensor, *, fillers: int) -> AuditPair:
+    """The audit pair for ``privatizer`` (see the module docstring), among ``public`` images."""
+    inner = getattr(privatizer, "inner", privatizer)  # a refined release: audit through it
+    if isinstance(inner, SubspacePrivatizer):
+        return subspace_pair(inner, public, fillers)
+    if isinstance(inner, DPGlowPrivatizer):
+        return dpglow_pair(inner, public, fillers)
+    if isinstance(inner, ImagePrivatizer):
+        return pixel_pair(inner, public, fillers)
+    raise ValueError(f"no audit pair for {type(inner).__name__}")
