@@ -1,116 +1,20 @@
 """Speed, memory and held-out bits/dim of glow_32/64/128 (glow_256 on a GPU) and the named
-reference configurations: ``python src/benchmark.py``."""
+reference configurations, and the release's own throughput: ``python src/benchmark.py``."""
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-from typing import Any
-
 import hydra
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 import dpglow.data  # noqa: F401  (registers the config resolvers)
-
-log = logging.getLogger(__name__)
-
-
-def _compose(conf_dir: Path, name: str) -> tuple[dict, dict]:
-    # Compose the model group exactly as train.py would, so the benchmark measures the real
-    # configs: the flow is its model.net node. The data config comes along for runs without a
-    # saved splits.csv.
-    from hydra import compose, initialize_config_dir
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir)):
-        cfg = compose(config_name="train", overrides=[f"model={name}"])
-    net = OmegaConf.to_container(cfg.model.net, resolve=True)
-    return net, OmegaConf.to_container(cfg.data, resolve=True)
-
-
-def _entry(cfg: DictConfig, name: str) -> tuple[str, dict[str, Any], int]:
-    """(model config name, overrides of its net node, batch size) of a model or a preset."""
-    preset = (cfg.presets or {}).get(name)
-    if preset is None:
-        return name, {}, cfg.batch_size
-    overrides = OmegaConf.to_container(preset.overrides or {}, resolve=True)
-    return preset.model, overrides, preset.get("batch_size") or cfg.batch_size
-
-
-def _specs(cfg: DictConfig, device: str, models: list[str]) -> list[dict[str, Any]]:
-    """One benchmark spec per (model or preset, precision), each with its held-out checkpoint."""
-    from dpglow.benchmark import find_checkpoint
-
-    conf_dir = Path(__file__).resolve().parents[1] / "conf"
-    data_dir = cfg.paths.data_dir if "<" not in str(cfg.paths.data_dir) else None
-    explicit = OmegaConf.to_container(cfg.checkpoints, resolve=True) if cfg.checkpoints else {}
-    gpu_models = set(cfg.gpu_models or []) if device.startswith("cuda") else set()
-    common = {
-        "max_batch_limit": cfg.max_batch_limit,
-        "device": device,
-        "warmup": cfg.warmup,
-        "repeats": cfg.repeats,
-        "threads": cfg.threads,
-        "data_dir": data_dir,
-        "heldout_images": cfg.heldout_images,
-        "heldout_split": cfg.heldout_split,
-        "heldout_batch_size": cfg.heldout_batch_size,
-        "heldout_draws": cfg.heldout_draws,
-    }
-    specs = []
-    for name in models:
-        model_name, overrides, batch_size = _entry(cfg, name)
-        model, data = _compose(conf_dir, model_name)
-        model.update(overrides)
-        if cfg.model_overrides:
-            model.update(OmegaConf.to_container(cfg.model_overrides, resolve=True))
-        checkpoint = explicit.get(name)
-        if checkpoint is None and cfg.find_checkpoints:
-            # A run on the data the table's held-out images come from (the default data).
-            checkpoint = find_checkpoint(
-                cfg.runs_dir, model, data_target=(data.get("source") or {}).get("_target_")
-            )
-        log.info("%s: held-out bits/dim from %s", name, checkpoint or "no trained checkpoint")
-        on_gpu = name in gpu_models
-        for precision in cfg.gpu_precisions if on_gpu else cfg.precisions:
-            specs.append(
-                common
-                | {
-                    "name": name,
-                    "precision": str(precision),
-                    "max_batch": bool(on_gpu and cfg.gpu_max_batch),
-                    "model": model,
-                    "batch_size": batch_size,
-                    "checkpoint": str(checkpoint) if checkpoint else None,
-                    "data": data if data_dir else None,
-                }
-            )
-    return specs
+from dpglow.utils.runs import run_task
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark")
 def main(cfg: DictConfig) -> None:
-    import torch
+    from dpglow.benchmark.task import benchmark
 
-    from dpglow.benchmark import load_average, machine_description, run_benchmark, write_tables
-
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    models = list(cfg.models) + (list(cfg.gpu_models) if device.startswith("cuda") else [])
-    if not models:
-        raise ValueError(
-            f"nothing to benchmark on {device}: models is empty and gpu_models "
-            f"{list(cfg.gpu_models or [])} only run on a CUDA device; name models=[glow_64,...]"
-        )
-    load_before = load_average()
-    rows = run_benchmark(_specs(cfg, device, models), processes=int(cfg.processes))
-    machine = (
-        f"{machine_description()}; load average (1 / 5 / 15 min) {load_before} at the start, "
-        f"{load_average()} at the end"
-    )
-    out = Path(cfg.paths.output_dir)
-    table = write_tables(rows, out_dir=out, machine=machine)
-    log.info("benchmark written to %s\n%s", out, table)
+    run_task(benchmark, cfg)
 
 
 if __name__ == "__main__":

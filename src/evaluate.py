@@ -17,7 +17,7 @@ from dpglow.utils.runs import run_task
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float | None:
-    from dpglow.evaluation.run import evaluate
+    from dpglow.evaluation.task import evaluate
 
     row, _ = run_task(evaluate, cfg)
     value = row.get(cfg.get("optimized_metric") or "")

@@ -14,7 +14,7 @@ from dpglow.utils.runs import run_task
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="fit_basis")
 def main(cfg: DictConfig) -> None:
-    from dpglow.privatization.fit import fit_basis
+    from dpglow.privatizers.task import fit_basis
 
     run_task(fit_basis, cfg)
 

@@ -18,7 +18,7 @@ from dpglow.utils.runs import run_task
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="privatize")
 def main(cfg: DictConfig) -> None:
-    from dpglow.privatization.pipeline import privatize
+    from dpglow.release.task import privatize
 
     counts, _ = run_task(privatize, cfg)
     if counts["failed"] and HydraConfig.get().mode == RunMode.RUN:

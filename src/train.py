@@ -11,7 +11,7 @@ from dpglow.utils.runs import run_task
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from dpglow.training.pipeline import train
+    from dpglow.training.task import train
 
     metrics, _ = run_task(train, cfg)
     return metrics.get(cfg.get("optimized_metric") or "", None)

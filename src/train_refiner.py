@@ -13,7 +13,7 @@ from dpglow.utils.runs import run_task
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train_refiner")
 def main(cfg: DictConfig) -> float | None:
     from dpglow.refiner.config import resolve_flow
-    from dpglow.training.pipeline import train
+    from dpglow.training.task import train
 
     metrics, _ = run_task(train, resolve_flow(cfg))
     return metrics.get(cfg.get("optimized_metric") or "", None)

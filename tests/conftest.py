@@ -16,6 +16,7 @@ from omegaconf import DictConfig, open_dict
 
 import dpglow.data  # noqa: F401  (registers the config resolvers)
 from dpglow.data import default_data_dir
+from dpglow.data.paths import DATA_DIR_ENV
 
 pytest_plugins = ["data.fixtures"]
 
@@ -60,14 +61,30 @@ def tiny_overrides(tmp_path: Path, tiny_model: bool = True) -> list[str]:
     ]
 
 
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    found = default_data_dir()
-    if found is None:
-        pytest.skip(
-            "no chest X-ray data: put ../shared/data beside the checkout or set DPGLOW_DATA_DIR"
-        )
-    return found
+REAL_DATA = default_data_dir()
+# Without the real shared data the suite runs on a synthetic stand-in (tests/synthetic_data.py):
+# ``pytest -p no:cacheprovider`` with DPGLOW_DATA_DIR=/nonexistent shows what a clean machine sees.
+SYNTHETIC = REAL_DATA is None or not (REAL_DATA / "pediatric_pneumonia224").is_dir()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_dir(tmp_path_factory) -> Path:
+    """The data folder every test reads: the real ``../shared/data``, else a synthetic one made
+    once per session (and published through DPGLOW_DATA_DIR, so configs and subprocesses find
+    it too)."""
+    if not SYNTHETIC:
+        return REAL_DATA
+    from synthetic_data import make_synthetic_data
+
+    root = make_synthetic_data(tmp_path_factory.mktemp("data"))
+    os.environ[DATA_DIR_ENV] = str(root)
+    return root
+
+
+def needs_real_data(what: str) -> None:
+    """Skip a test that needs the real shared data (it asserts facts about those files)."""
+    if SYNTHETIC:
+        pytest.skip(f"needs the real shared data ({what}); this run uses the synthetic stand-in")
 
 
 def compose_run(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
@@ -113,3 +130,35 @@ def run_entry(script: str, *args: str, cwd: Path = ROOT, env: dict | None = None
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def trained_ckpt(tmp_path_factory, data_dir) -> Path:
+    """glow_32 (L=2, K=2, width 16) after 40 steps on pediatric X-rays (or the stand-in)."""
+    from dpglow.training.task import train
+
+    tmp = tmp_path_factory.mktemp("flow")
+    cfg = compose_run(
+        "train",
+        [
+            *tiny_overrides(tmp),
+            "data=pediatric",
+            "model.net.depth=2",
+            "model.net.hidden_channels=16",
+            "model.optimizer.lr=1e-3",
+            "data.max_images=200",
+            "data.batch_size=8",
+            "trainer.limit_train_batches=40",
+            "test=false",
+        ],
+        tmp / "run",
+    )
+    train(cfg)
+    return tmp / "run" / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def flow(trained_ckpt):
+    from dpglow.flow import load_flow
+
+    return load_flow(trained_ckpt)[0]

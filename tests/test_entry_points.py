@@ -11,7 +11,7 @@ import pytest
 
 from conftest import TINY_MODEL, compose_run, run_entry
 from dpglow.data import DatasetNotFoundError
-from dpglow.training.pipeline import train
+from dpglow.training.task import train
 
 FAST = [*TINY_MODEL, "debug=fast_dev_run", "data.batch_size=4", "trainer.enable_progress_bar=false"]
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from dpglow.benchmark import TIMINGS, combine_processes, largest_batch, peak_rss_mb, timed
+from dpglow.benchmark import TIMINGS, combine_processes, largest_batch, timed
 from dpglow.benchmark.timing import rates
+from dpglow.utils.memory import peak_rss_mb
 
 
 def test_timed_runs_warmup_then_synced_repeats_and_takes_the_median():

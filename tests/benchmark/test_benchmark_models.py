@@ -111,7 +111,7 @@ def test_bf16_mixed_training_step_is_measured(data_dir, fake_measures):
 
 
 def test_heldout_bits_per_dim_reproduces_the_training_run(compose_train, tmp_path):
-    from dpglow.training.pipeline import train
+    from dpglow.training.task import train
 
     # A dequantiser that has moved well away from the uniform noise it starts as.
     cfg = compose_train(

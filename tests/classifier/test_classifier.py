@@ -118,7 +118,7 @@ def test_train_classifier_entry_point(tmp_path, data_dir):
 def test_train_classifier_refuses_unlabelled_data(tmp_path, gray_images):
     from hydra.errors import InstantiationException
 
-    from dpglow.training.pipeline import train
+    from dpglow.training.task import train
 
     overrides = [
         "data=folder", f"data.root={gray_images[0].parent}", *TINY, "debug=fast_dev_run",

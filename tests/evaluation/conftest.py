@@ -22,7 +22,7 @@ CLASSIFIER = [
 
 
 def _train(config_name: str, run_dir: Path, cache: Path, overrides: list[str]) -> Path:
-    from dpglow.training.pipeline import train
+    from dpglow.training.task import train
 
     cfg = compose_run(
         config_name, [*tiny_overrides(cache, tiny_model=False), *DATA, *overrides], run_dir
@@ -89,7 +89,7 @@ def eval_refiner(eval_models) -> tuple[Path, dict]:
     """(checkpoint, metrics) of a refiner trained a few steps on the tiny flow's prior samples,
     laid out as ``python src/train_refiner.py`` writes it."""
     from dpglow.refiner.config import resolve_flow
-    from dpglow.training.pipeline import train
+    from dpglow.training.task import train
 
     run_dir = eval_models["log_dir"] / "train_refiner" / "runs" / "refiner"
     overrides = [

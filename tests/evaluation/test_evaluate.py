@@ -18,7 +18,7 @@ from dpglow.data.subsets import LabelledImages, load_split
 from dpglow.evaluation.inputs import LeakageError, check_no_leakage
 from dpglow.evaluation.report import NoRowsError, build_report, load_rows
 from dpglow.evaluation.rows import p2_columns
-from dpglow.evaluation.run import evaluate
+from dpglow.evaluation.task import evaluate
 from dpglow.utils.discovery import MissingCheckpointError, find_latest
 from evaluation.conftest import DATA
 
@@ -31,7 +31,7 @@ REQUIRED_COLUMNS = [
     "u1/auc_orig_mean", "u1/auc_priv_mean", "u1/retention", "u1/auc_priv_Pneumonia",
     "p1/pixel_top1", "p1/pixel_top5", "p1/embed_top1", "p1/embed_top5", "p1/chance_top1",
     "p2/embed_top1", "p2/embed_map", "p2/chance_map", "p2/constant_top1", "p2/orig_embed_map",
-    "fid/psnr", "fid/ssim", "fid/frechet",
+    "fidelity/psnr", "fidelity/ssim", "fidelity/cosine", "fidelity/frechet",
     # realism
     "realism/auc", "realism/prior_auc", "realism/control_auc",
 ]  # fmt: skip
@@ -100,7 +100,7 @@ def test_identity_at_infinite_epsilon(run_eval):
     assert row["noise"] == "none" and math.isinf(row["epsilon_per_image"])
     assert row["u1/retention"] == pytest.approx(1.0, abs=0.05)
     assert row["p1/pixel_top1"] > 0.95 and row["p1/embed_top1"] > 0.9
-    assert row["fid/psnr"] > 40 and row["fid/ssim"] > 0.99
+    assert row["fidelity/psnr"] > 40 and row["fidelity/ssim"] > 0.99
     # The release is the originals: each pair shares a fold, so the discriminator cannot do
     # better than a coin. The tiny flow's prior samples, by contrast, are told apart easily.
     assert row["realism/auc"] == pytest.approx(0.5, abs=0.02)
@@ -128,9 +128,9 @@ def test_privatized_set_is_reused_when_only_the_attacker_changes(run_eval, tmp_p
         second = run_eval("epsilon=100", "eval.linkage_ks=[1,3]", out=out)
     assert "reusing privatized" in caplog.text and "reusing originals" in caplog.text
     assert "p1/pixel_top3" in second and "p1/pixel_top3" not in first
-    assert second["fid/psnr"] == first["fid/psnr"]  # the very same privatized images
+    assert second["fidelity/psnr"] == first["fidelity/psnr"]  # the very same privatized images
     third = run_eval("epsilon=200", out=out)
-    assert third["fid/psnr"] != first["fid/psnr"]
+    assert third["fidelity/psnr"] != first["fidelity/psnr"]
 
 
 def test_u2_trains_on_privatized_images(run_eval):
@@ -353,7 +353,7 @@ def test_subspace_label_channel_and_public_references(run_eval, eval_models):
     assert prior["p1/pixel_top1"] < 0.1
     # The default below max_label_epsilon: the labels alone.
     label_only = run_eval("epsilon=3", "noise_seed=0")
-    assert label_only["mechanism"] == "label_only" and label_only["epsilon_latent"] == 0.0
+    assert label_only["mechanism"] == "label_channel" and label_only["epsilon_latent"] == 0.0
     capped = run_eval("epsilon=10", "noise_seed=0")
     assert capped["epsilon_label"] == 6.0 and capped["epsilon_latent"] == pytest.approx(4.0)
 

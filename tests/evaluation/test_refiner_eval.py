@@ -59,7 +59,7 @@ def test_a_refined_release_keeps_its_record_and_names_the_refiner(
     for key in ("realism/auc", "realism/prior_auc", "u1/retention"):
         assert math.isfinite(refined[key])
     # The refiner changed the released pixels.
-    assert refined["fid/psnr"] != plain["fid/psnr"]
+    assert refined["fidelity/psnr"] != plain["fidelity/psnr"]
 
 
 def test_the_realism_prior_samples_of_a_refined_release_are_refined(eval_models, eval_refiner):
@@ -79,7 +79,7 @@ def test_the_realism_prior_samples_of_a_refined_release_are_refined(eval_models,
 def test_privatize_writes_refined_images_and_says_so(eval_models, eval_refiner, tmp_path):
     from PIL import Image
 
-    from dpglow.privatization.pipeline import privatize
+    from dpglow.release.task import privatize
 
     ckpt, _ = eval_refiner
     src = tmp_path / "in"

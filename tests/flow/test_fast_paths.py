@@ -213,7 +213,7 @@ def test_chunked_encode_decode_and_log_prob_follow_the_chunk_size(monkeypatch):
 def test_adam_runs_fused_where_supported_and_as_configured_otherwise():
     import functools
 
-    from dpglow.training.schedules import build_optimizers
+    from dpglow.utils.optim import build_optimizers
 
     layer = torch.nn.Linear(3, 2)
     adam = functools.partial(torch.optim.Adam, lr=1e-3)

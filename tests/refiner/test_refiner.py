@@ -7,8 +7,8 @@ import torch
 
 from dpglow.flow import CheckpointError
 from dpglow.privacy import OS_ENTROPY, PrivacyRecord
-from dpglow.privatization import Privatizer, RefinedPrivatizer, with_refiner
-from dpglow.privatization.reference import public_record
+from dpglow.privatizers import Privatizer, RefinedPrivatizer, with_refiner
+from dpglow.privatizers.prior import public_record
 from dpglow.refiner import REFINER_KEY, PatchDiscriminator, Refiner, load_refiner
 
 
@@ -38,7 +38,7 @@ class _AddNoise(Privatizer):
     def describe(self):
         return {"mechanism": self.name, "epsilon": 0.0}
 
-    def __call__(self, images, *, generator, noise_source):
+    def __call__(self, images, *, generator, noise_source, names=None):
         noise = torch.randint(-20, 21, images.shape, generator=generator)
         return (images.long() + noise).clamp(0, 255).to(torch.uint8)
 

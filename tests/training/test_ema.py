@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from dpglow.flow import load_flow
-from dpglow.training.pipeline import train
+from dpglow.training.task import train
 
 EMA = ["callbacks=ema", "callbacks.ema.decay=0.5", "trainer.limit_train_batches=4"]
 

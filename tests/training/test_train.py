@@ -14,7 +14,7 @@ from omegaconf import open_dict
 from conftest import TINY_DEQUANTIZER
 from dpglow.flow import CheckpointError, Glow, load_dequantizer, to_flow_input
 from dpglow.training import GlowModule
-from dpglow.training.pipeline import train
+from dpglow.training.task import train
 
 
 def test_train_writes_checkpoints_metrics_samples_splits(compose_train, tmp_path):

@@ -1,5 +1,6 @@
 """The benchmark of the flow family: speed (training step, encode, decode, privatize), memory and
-held-out bits/dim, written as ``benchmark.csv`` and a README table (``python src/benchmark.py``).
+held-out bits/dim, written as ``benchmark.csv`` and a table for docs/benchmarks.md
+(``python src/benchmark.py``).
 
 Each model runs in a fresh process so that its peak memory (RSS; CUDA max allocated on a GPU) is
 its own. Timings: ``warmup`` untimed repetitions, then ``repeats`` timed ones; median and spread.
@@ -17,9 +18,9 @@ from dpglow.benchmark.heldout import (
     heldout_images,
 )
 from dpglow.benchmark.machine import load_average, machine_description
-from dpglow.benchmark.memory import largest_batch, peak_rss_mb
+from dpglow.benchmark.memory import largest_batch
 from dpglow.benchmark.run import PRECISIONS, bench_model, combine_processes, run_benchmark
-from dpglow.benchmark.tables import summary_rows, write_tables
+from dpglow.benchmark.tables import summary_rows, write_release_table, write_tables
 from dpglow.benchmark.timing import TIMINGS, timed
 
 __all__ = [
@@ -34,9 +35,9 @@ __all__ = [
     "largest_batch",
     "load_average",
     "machine_description",
-    "peak_rss_mb",
     "run_benchmark",
     "summary_rows",
     "timed",
+    "write_release_table",
     "write_tables",
 ]

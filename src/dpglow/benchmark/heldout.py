@@ -28,7 +28,7 @@ from dpglow.flow import (
     to_flow_input,
 )
 from dpglow.training.module import eval_noise_generator
-from dpglow.utils.discovery import data_of
+from dpglow.utils.discovery import data_of, run_folder
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def find_checkpoint(
     wanted = architecture(model)
     candidates = sorted(Path(runs_dir).glob("*/checkpoints/last.ckpt"), reverse=True)
     for path in candidates:  # run folders are named <date>_<time>: newest first
-        source = data_of(path.parent.parent)[0]
+        source = data_of(run_folder(path))[0]
         if data_target is not None and source is not None and source != data_target:
             continue
         if _stored_architecture(path) == wanted:
@@ -125,7 +125,7 @@ def heldout_images(
     first ``max_images`` in the split's order) and where from."""
     if split not in SPLITS:
         raise ValueError(f"heldout_split must be one of {SPLITS}, got {split!r}")
-    splits = checkpoint.parent.parent / "splits.csv"
+    splits = run_folder(checkpoint) / "splits.csv"
     if splits.is_file():
         table = pd.read_csv(splits)
         paths = table.loc[table["split"] == split, "path"].tolist()[:max_images]

@@ -1,19 +1,10 @@
-"""Memory: the process's peak resident set, and the largest batch that fits on the GPU."""
+"""Memory: the largest batch whose training step fits on the GPU."""
 
 from __future__ import annotations
 
-import resource
-import sys
 from collections.abc import Callable
 
 import torch
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set size so far, in MiB (one decimal)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # getrusage reports kibibytes on Linux, bytes on macOS.
-    return round(peak / (2**20 if sys.platform == "darwin" else 1024), 1)
 
 
 def _out_of_memory(err: BaseException) -> bool:

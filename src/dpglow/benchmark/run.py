@@ -13,13 +13,14 @@ from typing import Any
 import torch
 
 from dpglow.benchmark.heldout import heldout_row
-from dpglow.benchmark.memory import largest_batch, peak_rss_mb
+from dpglow.benchmark.memory import largest_batch
 from dpglow.benchmark.timing import TIMINGS, four_digits, rates, timed
 from dpglow.data import read_image
 from dpglow.flow import Glow, architecture, bits_per_dim, to_flow_input
 from dpglow.privacy import LaplaceL1, noise_generator
-from dpglow.privatization.privatizer import DPGlowPrivatizer
-from dpglow.training.schedules import fused_supported
+from dpglow.privatizers.dp_glow import DPGlowPrivatizer
+from dpglow.utils.memory import peak_rss_mb
+from dpglow.utils.optim import fused_supported
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The benchmark's output: ``benchmark.csv`` with every measure, ``benchmark.md`` for the README."""
+"""The benchmark's output: ``benchmark.csv`` with every measure, ``benchmark.md`` for the docs."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def _heldout_cells(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The README's view of the benchmark rows: one readable cell per measure."""
+    """The docs' view of the benchmark rows: one readable cell per measure."""
     out = []
     for row in rows:
         summary = {
@@ -72,8 +72,8 @@ def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_tables(rows: list[dict[str, Any]], *, out_dir: Path, machine: str) -> str:
-    """``benchmark.csv`` (every measure) and ``benchmark.md`` (the README table, headed by
-    ``machine`` and the torch threads) in ``out_dir``; returns the Markdown."""
+    """``benchmark.csv`` (every measure) and ``benchmark.md`` (the docs/benchmarks.md table,
+    headed by ``machine`` and the torch threads) in ``out_dir``; returns the Markdown."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "benchmark.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
@@ -85,4 +85,20 @@ def write_tables(rows: list[dict[str, Any]], *, out_dir: Path, machine: str) -> 
         f"{markdown_table(summary_rows(rows), fmt=_cell)}\n"
     )
     (out_dir / "benchmark.md").write_text(table)
+    return table
+
+
+def write_release_table(rows: list[dict[str, Any]], *, out_dir: Path) -> str:
+    """``release.csv`` (every column) and ``release.md`` (the docs' view); returns the
+    Markdown."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with open(out_dir / "release.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    shown = [c for c in ("release", "privatizer", "epsilon", "render_candidates", "images",
+                         "batch", "threads", "images_per_s") if c in columns]  # fmt: skip
+    table = markdown_table(rows, columns=shown, fmt=_cell)
+    (out_dir / "release.md").write_text(table + "\n")
     return table

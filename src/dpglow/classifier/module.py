@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from dpglow.classifier.contract import to_xrv_input
-from dpglow.training.schedules import build_optimizers
+from dpglow.utils.optim import build_optimizers
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,9 @@ class ClassifierModule(pl.LightningModule):
             )
             self.output_index = None
             self.resolution = image_size
+        # Per pathology, the logit above which an image is called positive: Youden's threshold on
+        # the validation split of the last validation (0, i.e. probability 1/2, until then).
+        self.register_buffer("decision_logits", torch.zeros(len(self.pathologies)))
         self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -168,7 +171,29 @@ class ClassifierModule(pl.LightningModule):
                     self.log(f"test/auc_{name}", value)
 
     def on_validation_epoch_end(self) -> None:
+        outputs = self._outputs.get("val", [])
+        if outputs and self.output_index is None:
+            self._fit_decision_logits(
+                torch.cat([o[0] for o in outputs]), torch.cat([o[1] for o in outputs])
+            )
         self._log_aucs("val")
+
+    def _fit_decision_logits(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
+        """Youden's threshold per pathology on these validation scores (kept where a
+        pathology lacks positives or negatives); saved with the checkpoint."""
+        from dpglow.metrics import youden_threshold
+
+        for j in range(len(self.pathologies)):
+            known = labels[:, j][~torch.isnan(labels[:, j])]
+            if (known == 1).any() and (known == 0).any():
+                p = youden_threshold(scores[:, j], labels[:, j])
+                p = min(max(p, 1e-6), 1 - 1e-6)
+                self.decision_logits[j] = math.log(p / (1 - p))
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Checkpoints from before the decision thresholds existed decide at probability 1/2.
+        state = checkpoint.get("state_dict", {})
+        state.setdefault("decision_logits", torch.zeros(len(self.pathologies)))
 
     def on_test_epoch_end(self) -> None:
         self._log_aucs("test")

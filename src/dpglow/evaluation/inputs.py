@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
 from dpglow.data.subsets import LabelledImages, load_split
+from dpglow.evaluation.shift import build_shift
 from dpglow.utils.discovery import training_paths
 
 log = logging.getLogger(__name__)
@@ -20,14 +22,18 @@ class LeakageError(ValueError):
     """Evaluation images were seen by the flow or the classifier during training."""
 
 
-def evaluation_images(cfg: DictConfig, *, image_size: int) -> tuple[str, LabelledImages]:
-    """``(eval.split, its images at image_size)``: all of them, or ``eval.max_images`` of them
-    (a seeded subset, see :func:`~dpglow.data.subsets.load_split`)."""
-    split = cfg.eval.get("split", "test")
+def evaluation_images(
+    cfg: DictConfig, *, image_size: int
+) -> tuple[str, LabelledImages, dict[str, Any]]:
+    """``(eval.split, its images at image_size, the shift's description)``: all of them, or
+    ``eval.max_images`` of them (a seeded subset, see :func:`~dpglow.data.subsets.load_split`),
+    after the configured shift (:mod:`dpglow.evaluation.shift`; a collection replaces them)."""
+    split = cfg.eval.split
     if split not in SPLITS:
         raise ValueError(f"eval.split must be test or val (a search scores on val), got {split!r}")
-    images = load_split(cfg, image_size=image_size, split=split, limit=cfg.eval.get("max_images"))
-    return split, images
+    images = load_split(cfg, image_size=image_size, split=split, limit=cfg.eval.max_images)
+    shift = build_shift(cfg)
+    return split, shift(images), shift.describe()
 
 
 def check_no_leakage(

@@ -10,7 +10,9 @@ from omegaconf import DictConfig
 ROW_FILE = "row.json"
 SAMPLES_FILE = "samples.png"
 ORIGINALS_FILE = "originals.png"
-# Under the sweep folder: tensors shared by the sweep's jobs (dpglow.evaluation.artifacts).
+# The mechanism name of the no-privacy baseline row of a merged report.
+ORIGINAL = "original (no privacy)"
+# Under the sweep folder: tensors shared by the sweep's jobs (dpglow.evaluation.sweep_cache).
 CACHE_DIR = "cache"
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from dpglow.flow import CheckpointError, file_sha256, load_flow
+from dpglow.flow import load_flow
 from dpglow.utils.discovery import find_latest, run_dir_of
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ def evaluation_classifier(cfg: DictConfig, pathologies: list[str]) -> tuple[Any,
     """(classifier in eval mode, ``{"path", "sha256", "weights"}``, its run folder): pretrained
     torchxrayvision ``classifier.weights``, ``classifier.ckpt_path``, or the newest classifier."""
     from dpglow.classifier import ClassifierModule
+    from dpglow.classifier.checkpoint import load_classifier
 
     weights = cfg.classifier.get("weights")
     if weights:
@@ -54,21 +55,8 @@ def evaluation_classifier(cfg: DictConfig, pathologies: list[str]) -> tuple[Any,
     path = cfg.classifier.get("ckpt_path") or newest(
         cfg, "train_classifier", "test/auc_mean", "classifier"
     )
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise CheckpointError(
-            f"classifier checkpoint {str(path)!r} does not exist: train one with "
-            "`python src/train_classifier.py` or pass classifier.ckpt_path=<...>.ckpt"
-        )
-    try:
-        module = ClassifierModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(
-            f"{path} is not a dpglow classifier checkpoint ({type(err).__name__}: {err}); "
-            "train one with `python src/train_classifier.py`"
-        ) from err
-    info = {"path": str(path.resolve()), "sha256": file_sha256(path), "weights": None}
-    return module.eval(), info, run_dir_of(path)
+    module, info = load_classifier(path)
+    return module, info, run_dir_of(path)
 
 
 def labeler_runs(cfg: DictConfig) -> dict[str, Path | None]:
@@ -76,6 +64,12 @@ def labeler_runs(cfg: DictConfig) -> dict[str, Path | None]:
     (``privacy.labeler.kind=classifier`` and a label budget), else ``{}``. A missing
     ``privacy.labeler.ckpt_path`` is filled with the newest release classifier on this data."""
     labeler = cfg.privacy.get("labeler") or {}
+    if labeler.get("kind") == "dataset" and not labeler.get("source"):
+        # the evaluated data's own label table
+        source = OmegaConf.to_container(cfg.data.source, resolve=True)
+        source.pop("_partial_", None)
+        with open_dict(cfg):
+            labeler.source = source
     if labeler.get("kind") != "classifier" or float(cfg.privacy.get("label_fraction", 0)) <= 0:
         return {}
     if not labeler.get("ckpt_path"):

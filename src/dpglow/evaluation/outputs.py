@@ -27,13 +27,22 @@ def strip(images: torch.Tensor) -> np.ndarray:
 
 
 def write_job(
-    out_dir: Path, row: dict[str, Any], *, originals: torch.Tensor, released: torch.Tensor, k: int
+    out_dir: Path,
+    row: dict[str, Any],
+    *,
+    originals: torch.Tensor,
+    released: torch.Tensor,
+    k: int,
+    more_releases: list[torch.Tensor] = (),
 ) -> None:
-    """``row.json`` (atomically), and the first ``k`` originals and releases as two strips."""
+    """``row.json`` (atomically), the first ``k`` originals as a strip, and their releases as
+    strips stacked one under the other: the evaluated release, then each of ``more_releases``
+    (further independent releases of the same ``k`` images, so that diversity shows)."""
     atomic_write_text(out_dir / ROW_FILE, json.dumps(row, indent=2))
     k = min(int(k), len(originals))
     Image.fromarray(strip(originals[:k])).save(out_dir / ORIGINALS_FILE)
-    Image.fromarray(strip(released[:k])).save(out_dir / SAMPLES_FILE)
+    rows = [strip(released[:k])] + [strip(more[:k]) for more in more_releases]
+    Image.fromarray(np.concatenate(rows, axis=0)).save(out_dir / SAMPLES_FILE)
     log.info(
         "%s eps/image=%.4g: AUC %.3f -> %.3f (retention %.3f), linkage top-1 pixel %.3f / "
         "embedding %.3f (chance %.3f)",

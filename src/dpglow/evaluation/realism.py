@@ -23,10 +23,10 @@ from typing import Any
 import torch
 
 from dpglow.data.subsets import tensor_digest
-from dpglow.evaluation.artifacts import cached, key_of
 from dpglow.evaluation.shards import privatize_in_batches
 from dpglow.metrics import discriminator_auc, real_vs_real_auc
-from dpglow.privatization import PriorSamples
+from dpglow.privatizers import PriorSamples
+from dpglow.utils.cache import cached, key_of
 
 log = logging.getLogger(__name__)
 

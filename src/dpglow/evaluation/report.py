@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
-from PIL import Image
 
-from dpglow.evaluation.layout import CACHE_DIR, ORIGINALS_FILE, ROW_FILE, SAMPLES_FILE
+from dpglow.evaluation.figures import image_grid, plot
+from dpglow.evaluation.layout import CACHE_DIR, ORIGINAL, ROW_FILE
 from dpglow.utils.tables import markdown_table
 
 log = logging.getLogger(__name__)
@@ -25,32 +25,36 @@ RESULTS_CSV = "results.csv"
 RESULTS_MD = "results.md"
 PLOT_FILE = "privacy_utility.png"
 GRID_FILE = "image_grid.png"
-ORIGINAL = "original (no privacy)"
 # Settings that, when they vary within a sweep, name separate lines of the plot.
 SERIES_KEYS = (
     "levels", "postprocess", "temperature", "other_levels_temperature", "cell", "accounting",
     "radius", "basis", "k", "label_fraction", "labeler", "flow_depth", "flow_hidden_channels",
-    "flow_ckpt", "refiner", "classifier", "data",
+    "flow_ckpt", "refiner", "classifier", "data", "shift", "shift_value", "shift_positive_fraction",
+    "shift_data", "render",
 )  # fmt: skip
 MD_COLUMNS = (
     ("mechanism", "mechanism"), ("series", "setting"), ("epsilon_per_image", "eps/image"),
     ("epsilon_per_element", "eps/element"), ("epsilon_label", "eps labels"),
     ("epsilon_latent", "eps image"),
     ("d", "d"), ("u1/auc_priv_mean", "AUC"),
-    ("u1/retention", "retention"), ("p1/pixel_top1", "link@1 px"),
+    ("u1/retention", "retention"), ("u1/retention_ceiling", "LDP ceiling"),
+    ("u1/fraction_of_ceiling", "of ceiling"), ("p1/pixel_top1", "link@1 px"),
     ("p1/embed_top1", "link@1 emb"), ("p1/embed_top5", "link@5 emb"),
     ("p1/chance_top1", "chance@1"), ("p2/embed_top1", "re-id@1"),
     ("p2/constant_top1", "const@1"), ("p2/embed_map", "re-id mAP"),
-    ("p2/chance_map", "chance mAP"), ("fid/psnr", "PSNR"), ("fid/ssim", "SSIM"),
-    ("fid/frechet", "FD emb"), ("realism/auc", "real AUC"),
-    ("realism/prior_auc", "prior real AUC"), ("realism/control_auc", "real-real AUC"),
+    ("p2/chance_map", "chance mAP"), ("fidelity/psnr", "PSNR"), ("fidelity/ssim", "SSIM"),
+    ("fidelity/cosine", "cos emb"), ("fidelity/frechet", "FD emb"), ("realism/auc", "real AUC"),
+    ("realism/embedding_auc", "real AUC emb"), ("realism/prior_auc", "prior real AUC"),
+    ("realism/control_auc", "real-real AUC"),
+    ("artifacts/images_with_patches", "patched images"),
     ("u2/auc_train_priv_mean", "U2 AUC"),
     ("u2/retention", "U2 retention"),
 )  # fmt: skip
 
 
-# Row columns renamed in 0.2 (one name per concept: the record's epsilon_*, Glow's argument
-# names); rows written before are read under the new names, for one release.
+# Row columns renamed after 0.1.0 (one name per concept: the record's epsilon_*, Glow's argument
+# names, fidelity/ for fidelity); rows written before are read under the new names until 0.3.0
+# (CHANGELOG.md).
 RENAMED = {
     "eps_per_image": "epsilon_per_image",
     "eps_per_element": "epsilon_per_element",
@@ -58,6 +62,9 @@ RENAMED = {
     "eps_latent": "epsilon_latent",
     "flow_levels": "flow_num_levels",
     "flow_width": "flow_hidden_channels",
+    "fid/psnr": "fidelity/psnr",
+    "fid/ssim": "fidelity/ssim",
+    "fid/frechet": "fidelity/frechet",
 }
 
 
@@ -97,7 +104,7 @@ def load_rows(sweep_dir: str | Path) -> pd.DataFrame:
     if renamed:
         log.warning(
             "rows under %s use old column names (%s); read as %s. Re-run the jobs to write the "
-            "new names: the old ones are read only until the next release.",
+            "new names: the old ones are read only until 0.3.0.",
             sweep_dir,
             ", ".join(sorted(renamed)),
             ", ".join(RENAMED[old] for old in sorted(renamed)),
@@ -133,7 +140,7 @@ def _series(frame: pd.DataFrame) -> pd.Series:
 def _original_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """The no-privacy baseline for each classifier/data in the sweep."""
     rows = []
-    keys = [k for k in ("classifier", "data") if k in frame]
+    keys = [k for k in ("classifier", "data", "shift", "shift_value") if k in frame]
     for _, group in frame.groupby(keys, dropna=False) if keys else [(None, frame)]:
         first = group.iloc[0]
         row: dict[str, Any] = {k: first[k] for k in keys}
@@ -162,7 +169,14 @@ def _original_rows(frame: pd.DataFrame) -> pd.DataFrame:
         if "u2/auc_train_orig_mean" in frame:
             row["u2/auc_train_priv_mean"] = group["u2/auc_train_orig_mean"].dropna().mean()
             row["u2/retention"] = 1.0
-        row.update({"fid/psnr": math.inf, "fid/ssim": 1.0, "fid/frechet": 0.0})
+        row.update(
+            {
+                "fidelity/psnr": math.inf,
+                "fidelity/ssim": 1.0,
+                "fidelity/cosine": 1.0,
+                "fidelity/frechet": 0.0,
+            }
+        )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -209,113 +223,6 @@ def markdown(frame: pd.DataFrame) -> str:
         else ""
     )
     return table + "\n" + note
-
-
-def plot(frame: pd.DataFrame, path: Path) -> bool:
-    """AUC retention and linkage top-1 against per-image epsilon (log x), one line per
-    mechanism/setting; chance and the no-privacy level dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = frame[(frame["mechanism"] != ORIGINAL) & np.isfinite(frame["epsilon_per_image"])]
-    if rows.empty:
-        log.info("no finite-epsilon rows: no privacy-utility plot")
-        return False
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    panels = [
-        (axes[0], "u1/retention", "AUC retention (U1)"),
-        (axes[1], "p1/embed_top1", "linkage top-1 (P1, embedding; dotted: pixel)"),
-    ]
-    for (mechanism, series), group in rows.groupby(["mechanism", "series"], sort=True):
-        group = group.sort_values("epsilon_per_image")
-        label = mechanism + (f" ({series})" if series else "")
-        line = axes[0].plot(group["epsilon_per_image"], group["u1/retention"], "o-", label=label)[0]
-        axes[1].plot(
-            group["epsilon_per_image"], group["p1/embed_top1"], "o-", color=line.get_color()
-        )
-        axes[1].plot(
-            group["epsilon_per_image"], group["p1/pixel_top1"], ":", color=line.get_color()
-        )
-    axes[0].axhline(1.0, color="grey", ls="--", lw=1, label="no privacy")
-    axes[0].axhline(0.8, color="grey", ls=":", lw=1)
-    if len(rows):
-        axes[1].axhline(rows["p1/chance_top1"].iloc[0], color="grey", ls="--", lw=1, label="chance")
-    low, high = rows["epsilon_per_image"].min(), rows["epsilon_per_image"].max()
-    for ax, _, title in panels:
-        ax.set_xscale("log")
-        ax.set_xlim(low / 1.5, high * 1.5)
-        ax.set_ylim(-0.05, 1.05)
-        ax.set_xlabel("epsilon per image")
-        ax.set_title(title)
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("(AUC_priv - 0.5) / (AUC_orig - 0.5)")
-    axes[1].set_ylabel("top-1 accuracy")
-    axes[0].legend(fontsize=7, loc="best")
-    axes[1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
-
-
-def image_grid(frame: pd.DataFrame, sweep_dir: Path, path: Path) -> bool:
-    """Originals vs privatized: for each mechanism/setting a block whose rows are test images and
-    whose columns are the original then one per epsilon (increasing). False when no job saved
-    samples."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = frame[frame["mechanism"] != ORIGINAL]
-    blocks = []
-    for (mechanism, series), group in rows.groupby(["mechanism", "series"], sort=True):
-        group = group.sort_values("epsilon_per_image")
-        strips = []
-        for _, row in group.iterrows():
-            job = sweep_dir / row["job"]
-            if (job / SAMPLES_FILE).is_file():
-                strips.append(
-                    (row["epsilon_per_image"], np.asarray(Image.open(job / SAMPLES_FILE)))
-                )
-        first = sweep_dir / group.iloc[0]["job"] / ORIGINALS_FILE
-        if strips and first.is_file():
-            label = mechanism + (f"\n{series}" if series else "")
-            blocks.append((label, np.asarray(Image.open(first)), strips))
-    if not blocks:
-        return False
-    side = blocks[0][1].shape[0]
-    n_images = blocks[0][1].shape[1] // side
-    n_cols = 1 + max(len(b[2]) for b in blocks)
-    fig, axes = plt.subplots(
-        len(blocks) * n_images,
-        n_cols,
-        figsize=(1.3 * n_cols + 1.2, 1.3 * n_images * len(blocks)),
-        squeeze=False,
-    )
-    for ax in axes.flat:
-        ax.axis("off")
-    for b, (label, originals, strips) in enumerate(blocks):
-        for i in range(n_images):
-            r = b * n_images + i
-            cut = slice(i * side, (i + 1) * side)
-            axes[r, 0].imshow(originals[:, cut], cmap="gray", vmin=0, vmax=255)
-            for c, (eps, strip) in enumerate(strips, start=1):
-                axes[r, c].imshow(strip[:, cut], cmap="gray", vmin=0, vmax=255)
-                if i == 0:
-                    axes[r, c].set_title(f"eps={_fmt(eps)}", fontsize=7)
-            if i == 0:
-                axes[r, 0].set_title("original", fontsize=7)
-                axes[r, 0].text(
-                    -0.1, 0.5, label, transform=axes[r, 0].transAxes, ha="right",
-                    va="center", fontsize=7,
-                )  # fmt: skip
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
 
 
 def build_report(sweep_dir: str | Path) -> pd.DataFrame:

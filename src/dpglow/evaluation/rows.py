@@ -145,14 +145,40 @@ def p2_columns(
     }
 
 
+def ceiling_columns(row: Mapping[str, Any]) -> dict[str, float]:
+    """The LDP ceiling of U1 at the row's per-image epsilon (docs/evaluation.md): the largest
+    mean AUC an eps-LDP release allows, the retention it allows against the originals' AUC, and
+    the fraction of that retention reached (NaN where the originals have no skill)."""
+    eps = float(row["epsilon_per_image"])
+    ceiling = M.retention_ceiling(eps, row["u1/auc_orig_mean"])
+    retention = row["u1/retention"]
+    return {
+        "u1/auc_ceiling": M.ldp_auc_ceiling(eps),
+        "u1/retention_ceiling": ceiling,
+        "u1/fraction_of_ceiling": retention / ceiling if ceiling > 0 else math.nan,
+    }
+
+
 def fidelity_columns(private, original, priv_emb, orig_emb) -> dict[str, float]:
-    """PSNR and SSIM of uint8 released against original images (SSIM NaN below 11 px), and the
-    Frechet distance of their embeddings."""
+    """PSNR and SSIM of uint8 released against original images (SSIM NaN below 11 px), the mean
+    cosine of each release's embedding with its own original's, and the Frechet distance of the
+    two sets of embeddings."""
     a, b = private.double() / 255.0, original.double() / 255.0
-    row = {"fid/psnr": M.psnr(a, b)}
-    row["fid/ssim"] = M.ssim(a, b) if min(a.shape[-2:]) >= 11 else math.nan
-    row["fid/frechet"] = M.frechet_distance(orig_emb, priv_emb)
+    row = {"fidelity/psnr": M.psnr(a, b)}
+    row["fidelity/ssim"] = M.ssim(a, b) if min(a.shape[-2:]) >= 11 else math.nan
+    row["fidelity/cosine"] = M.paired_cosine(priv_emb, orig_emb)
+    row["fidelity/frechet"] = M.frechet_distance(orig_emb, priv_emb)
     return row
+
+
+def artifact_columns(private: torch.Tensor) -> dict[str, int]:
+    """Saturated patches (:func:`~dpglow.metrics.saturated_patches`) over every released image:
+    the number of images with at least one, and the number of patches."""
+    counts = M.saturated_patches(private)
+    return {
+        "artifacts/images_with_patches": int((counts > 0).sum()),
+        "artifacts/patches": int(counts.sum()),
+    }
 
 
 def evaluation_row(
@@ -182,7 +208,11 @@ def evaluation_row(
     row.update(context)
     row["n_images"] = len(images.images)
     row.update(u1_columns(orig_scores, priv_scores, labels, names))
+    row.update(ceiling_columns(row))
     row.update(p1_columns(private, images.images, priv_emb, orig_emb, linkage_ks))
     row.update(p2_columns(images, private, priv_emb, orig_emb, original["p2"]))
     row.update(fidelity_columns(private, images.images, priv_emb, orig_emb))
+    row.update(artifact_columns(private))
+    if len(private) >= 10:  # the stronger realism discriminator, on the classifier's embedding
+        row["realism/embedding_auc"] = M.embedding_discriminator_auc(orig_emb, priv_emb)
     return row

@@ -21,7 +21,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dpglow.privatization import PrivatizeModule
+from dpglow.privatizers import PrivatizeModule
 from dpglow.utils.files import atomic_save
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,13 @@ def num_batches(n: int, batch_size: int) -> int:
 
 
 def privatize_in_batches(
-    privatizer: Any, images: torch.Tensor, *, noise_seed: int | None, batch_size: int, device
+    privatizer: Any,
+    images: torch.Tensor,
+    *,
+    noise_seed: int | None,
+    batch_size: int,
+    device,
+    names: list[str] | None = None,
 ) -> dict[str, Any]:
     """``{"images", "record"}``: ``images`` privatized in this process, in the fixed batches and
     with the batch noise keys of the evaluation pass (the same release for the same images)."""
@@ -51,6 +57,8 @@ def privatize_in_batches(
     outputs = []
     for index, chunk in enumerate(images.split(batch_size)):
         batch = {"index": index, "images": chunk.to(device)}
+        if names is not None:
+            batch["names"] = names[index * batch_size : (index + 1) * batch_size]
         outputs.append(module.predict_step(batch, index)["released"])
     return {"images": torch.cat(outputs), "record": module.record.as_dict()}
 
@@ -59,7 +67,13 @@ class FixedBatches(Dataset):
     """Item ``k``: ``{"index": k, "images": images[k*B:(k+1)*B]}`` (+ ``"released"``, the same rows
     of an already privatized set, when one is given)."""
 
-    def __init__(self, images: torch.Tensor, private: torch.Tensor | None, batch_size: int) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        private: torch.Tensor | None,
+        batch_size: int,
+        names: list[str] | None = None,
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"eval.batch_size must be positive, got {batch_size}")
         if private is not None and private.shape != images.shape:
@@ -68,6 +82,7 @@ class FixedBatches(Dataset):
                 f"{list(images.shape)}"
             )
         self.images, self.private, self.batch_size = images, private, batch_size
+        self.names = names
 
     def __len__(self) -> int:
         return num_batches(len(self.images), self.batch_size)
@@ -75,15 +90,23 @@ class FixedBatches(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
         item = {"index": index, "images": self.images[rows]}
+        if self.names is not None:
+            item["names"] = self.names[rows]
         if self.private is not None:
             item["released"] = self.private[rows]
         return item
 
 
 class EvalData(pl.LightningDataModule):
-    def __init__(self, images: torch.Tensor, private: torch.Tensor | None, batch_size: int) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        private: torch.Tensor | None,
+        batch_size: int,
+        names: list[str] | None = None,
+    ) -> None:
         super().__init__()
-        self.batches = FixedBatches(images, private, batch_size)
+        self.batches = FixedBatches(images, private, batch_size, names)
 
     def predict_dataloader(self) -> DataLoader:
         # batch_size=None: each item is already a batch. Lightning shards the items over the
@@ -125,6 +148,7 @@ def per_image_pass(
     noise_seed: int | None,
     batch_size: int,
     out_dir: Path,
+    names: list[str] | None = None,
 ) -> dict[str, Any] | None:
     """Run the pass on ``trainer``'s devices; rank 0 returns the merged outputs (see
     :func:`merge_shards`) with the run's privacy ``record``, the other ranks ``None``."""
@@ -135,7 +159,7 @@ def per_image_pass(
         classifier=classifier,
         score_originals=score_originals,
     )
-    data = EvalData(images, released, batch_size)
+    data = EvalData(images, released, batch_size, names)
     outputs = trainer.predict(module, datamodule=data, return_predictions=True) or []
     shard_dir = out_dir / SHARD_DIR
     atomic_save(list(outputs), shard_dir / f"rank{trainer.global_rank}.pt")

@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from dpglow import metrics as M
 from dpglow.data.subsets import load_split, tensor_digest
-from dpglow.evaluation.artifacts import cached, key_of
 from dpglow.evaluation.shards import privatize_in_batches
+from dpglow.utils.cache import cached, key_of
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,8 @@ def train_and_test(
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
-        enable_progress_bar=bool(settings.get("progress_bar", False)),
-        gradient_clip_val=float(settings.get("gradient_clip_val", 10.0)),
+        enable_progress_bar=bool(settings.progress_bar),
+        gradient_clip_val=float(settings.gradient_clip_val),
     )
     trainer.fit(module, train_dataloaders=loader)
     module.eval().to(device)
@@ -133,6 +133,7 @@ def u2(
         noise_seed=cfg.get("noise_seed"),
         batch_size=int(cfg.eval.batch_size),
         device=device,
+        names=train.paths,
     )
     result = train_and_test(released["images"], train.labels, test.images, test.labels, **common)
     row = {

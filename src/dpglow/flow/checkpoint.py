@@ -73,31 +73,42 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def read_checkpoint(path: str | Path, *, map_location: str = "cpu") -> dict[str, Any]:
-    """A training checkpoint with a ``CHECKPOINT_KEY`` section, loaded with
+def read_checkpoint(
+    path: str | Path,
+    *,
+    section: str = CHECKPOINT_KEY,
+    what: str = "flow",
+    make: str = "python src/train.py",
+    pass_key: str = "flow.ckpt_path",
+    map_location: str = "cpu",
+) -> dict[str, Any]:
+    """The one checkpoint reader: a file written by dpglow's training, loaded with
     ``weights_only=True`` (pickled code is refused, so a checkpoint from elsewhere cannot run
-    anything); a :class:`CheckpointError` says what is wrong otherwise."""
+    anything), that must hold ``section`` beside Lightning's ``state_dict``. ``what`` (the kind
+    of model), ``make`` (the command that trains one) and ``pass_key`` (the key that names one)
+    word the :class:`CheckpointError` raised otherwise."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(
-            f"checkpoint {str(path)!r} does not exist: pass flow.ckpt_path=<...>/checkpoints/"
-            "last.ckpt of a run of `python src/train.py`"
+            f"{what} checkpoint {str(path)!r} does not exist: train one with `{make}` and pass "
+            f"{pass_key}=<run>/checkpoints/<name>.ckpt"
         )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        if "unsupported global" not in str(err).lower():  # junk bytes fail the unpickler too
+            raise CheckpointError(f"cannot read {what} checkpoint {path}: {err}") from err
         raise CheckpointError(
             f"refusing {path}: it holds pickled objects beyond tensors and plain data, which could "
             f"execute code when loaded ({str(err).splitlines()[0]}). Use a checkpoint written by "
             "dpglow's training."
         ) from err
     except Exception as err:  # truncated or not a torch file at all
-        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
-    meta = ckpt.get(CHECKPOINT_KEY) if isinstance(ckpt, dict) else None
-    if not meta or "net_config" not in meta or "state_dict" not in ckpt:
+        raise CheckpointError(f"cannot read {what} checkpoint {path}: {err}") from err
+    if not isinstance(ckpt, dict) or not ckpt.get(section) or "state_dict" not in ckpt:
         raise CheckpointError(
-            f"{path} is not a dpglow flow checkpoint (no '{CHECKPOINT_KEY}' section): train one "
-            "with `python src/train.py`"
+            f"{path} is not a dpglow {what} checkpoint (no '{section}' section): train one with "
+            f"`{make}`"
         )
     return ckpt
 
@@ -137,6 +148,8 @@ def load_flow(
     path = Path(path).expanduser()
     ckpt = read_checkpoint(path, map_location=map_location)
     meta = ckpt[CHECKPOINT_KEY]
+    if "net_config" not in meta:
+        raise CheckpointError(f"{path} is not a dpglow flow checkpoint (no net_config)")
     config = dict(meta["net_config"])
     if expected:
         check_architecture(

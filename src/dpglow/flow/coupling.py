@@ -153,7 +153,7 @@ class ZeroConv2d(nn.Module):
 
         One matrix product gives every pixel's 9 * C_out tap contributions, and col2im (``fold``)
         sums them at their output pixels. With few output channels this is faster on CPU than
-        oneDNN's direct convolution, forward and backward (see the README's speed notes).
+        oneDNN's direct convolution, forward and backward (see docs/benchmarks.md, speed work).
         """
         b, h, w = shape
         out_channels = self.conv.out_channels

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -79,6 +80,27 @@ def level_depths(depth: int | Sequence[int], num_levels: int) -> list[int]:
     return _per_level(depth, num_levels, "depth", "depth")
 
 
+def _stored_config(**arguments: Any) -> dict[str, Any]:
+    """The constructor arguments a checkpoint stores (lists for per-level settings). Keys of the
+    options added later (conditioning, input squeezes, spline bins) are stored only when they are
+    not at their default, so checkpoints of flows without them keep the format they always had
+    and load in releases before those options existed."""
+    config = {k: v for k, v in arguments.items() if k not in _OPTIONAL_KEYS}
+    for key in ("depth", "hidden_channels"):
+        if not isinstance(config[key], int):
+            config[key] = list(config[key])
+    if arguments["num_conditions"]:
+        config["num_conditions"] = arguments["num_conditions"]
+        config["condition_split_priors"] = arguments["condition_split_priors"]
+    for key in ("input_squeezes", "spline_bins"):
+        if arguments[key]:
+            config[key] = arguments[key]
+    return config
+
+
+_OPTIONAL_KEYS = ("num_conditions", "condition_split_priors", "input_squeezes", "spline_bins")
+
+
 class Glow(nn.Module):
     """Glow for images with any number of channels, inputs in [-0.5, 0.5].
 
@@ -142,27 +164,21 @@ class Glow(nn.Module):
             in_channels, image_size, num_levels, depth, hidden_channels, split_prior,
             num_conditions, condition_split_priors, input_squeezes,
         )  # fmt: skip
-        self.config = dict(
+        self.config = _stored_config(
             in_channels=in_channels,
             image_size=image_size,
             num_levels=num_levels,
-            depth=depth if isinstance(depth, int) else list(depth),
-            hidden_channels=(
-                hidden_channels if isinstance(hidden_channels, int) else list(hidden_channels)
-            ),
+            depth=depth,
+            hidden_channels=hidden_channels,
             affine=affine,
             scale_floor=scale_floor,
             split_prior=split_prior,
             decode_bound=decode_bound,
+            num_conditions=num_conditions,
+            condition_split_priors=condition_split_priors,
+            input_squeezes=input_squeezes,
+            spline_bins=spline_bins,
         )
-        if num_conditions:
-            self.config.update(
-                num_conditions=num_conditions, condition_split_priors=condition_split_priors
-            )
-        if input_squeezes:
-            self.config.update(input_squeezes=input_squeezes)
-        if spline_bins:
-            self.config.update(spline_bins=spline_bins)
         self.in_channels = in_channels
         self.input_squeezes = input_squeezes
         self.image_size = image_size

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from dpglow.flow import CheckpointError, file_sha256
+from dpglow.flow import file_sha256, read_checkpoint
 from dpglow.refiner.net import Refiner
 
 #: The section a refiner checkpoint carries beside Lightning's ``state_dict``.
@@ -26,27 +23,15 @@ def load_refiner(path: str | Path, *, map_location: str = "cpu") -> tuple[Refine
     kind raise :class:`~dpglow.flow.CheckpointError` saying what to pass instead.
     """
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise CheckpointError(
-            f"refiner checkpoint {str(path)!r} does not exist: train one with "
-            "`python src/train_refiner.py` and pass refiner.ckpt_path=<run>/checkpoints/<best>.ckpt"
-        )
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "Unsupported global" not in str(err):  # not a torch file at all
-            raise CheckpointError(f"cannot read refiner checkpoint {path}: {err}") from err
-        raise CheckpointError(
-            f"refusing {path}: it holds pickled objects beyond tensors and plain data"
-        ) from err
-    except Exception as err:  # truncated or not a torch file
-        raise CheckpointError(f"cannot read refiner checkpoint {path}: {err}") from err
-    meta = ckpt.get(REFINER_KEY) if isinstance(ckpt, dict) else None
-    if not meta or "state_dict" not in ckpt:
-        raise CheckpointError(
-            f"{path} is not a dpglow refiner checkpoint (no '{REFINER_KEY}' section): train one "
-            "with `python src/train_refiner.py`"
-        )
+    ckpt = read_checkpoint(
+        path,
+        section=REFINER_KEY,
+        what="refiner",
+        make="python src/train_refiner.py",
+        pass_key="refiner.ckpt_path",
+        map_location=map_location,
+    )
+    meta = ckpt[REFINER_KEY]
     refiner = Refiner(**meta["net_config"])
     state = {k[len(PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(PREFIX)}
     refiner.load_state_dict(state)

@@ -1,4 +1,5 @@
-"""Training: the Lightning module, schedules, and the train() pipeline behind src/train.py."""
+"""Training: the flow's Lightning module and the train() task behind src/train.py (the
+classifiers and the refiner train through it too)."""
 
 from dpglow.training.module import GlowModule
 

@@ -3,9 +3,7 @@ moving average of the weights for evaluation and release."""
 
 from __future__ import annotations
 
-import resource
 import statistics
-import sys
 import time
 from typing import Any
 
@@ -14,11 +12,7 @@ import torch
 from pytorch_lightning.callbacks import EMAWeightAveraging
 from pytorch_lightning.trainer.states import TrainerFn
 
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+from dpglow.utils.memory import peak_rss_mb
 
 
 class StepTimer(pl.Callback):
@@ -53,7 +47,7 @@ class StepTimer(pl.Callback):
             self._cuda_name = torch.cuda.get_device_name(pl_module.device)
 
     def summary(self, pl_module: pl.LightningModule) -> dict[str, float | str]:
-        stats: dict[str, float | str] = {"peak_rss_mb": round(peak_rss_mb(), 1)}
+        stats: dict[str, float | str] = {"peak_rss_mb": peak_rss_mb()}
         if self._cuda_peak_mb is not None:
             stats["cuda_max_allocated_mb"] = round(self._cuda_peak_mb, 1)
             stats["cuda_device_name"] = self._cuda_name

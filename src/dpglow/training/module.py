@@ -27,7 +27,7 @@ from dpglow.training.conditioning import (
     grid_caption,
     label_grid_samples,
 )
-from dpglow.training.schedules import build_optimizers
+from dpglow.utils.optim import build_optimizers
 
 log = logging.getLogger(__name__)
 

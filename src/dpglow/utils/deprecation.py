@@ -1,4 +1,4 @@
-"""Config keys renamed in this release: the old spelling still works for one release, with a
+"""Config keys renamed since 0.1.0 (CHANGELOG.md): the old spelling works until 0.3.0, with a
 warning in the run's log that names the new one."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def renamed_key(cfg: DictConfig, old: str, new: str) -> Any:
             f"spelling of {new}=; pass only {new}="
         )
     log.warning(
-        "%s= is deprecated and will be removed in the next release: pass %s=%s instead",
+        "%s= is deprecated and will be removed in 0.3.0: pass %s=%s instead",
         old,
         new,
         old_value,

@@ -115,9 +115,16 @@ def find_latest(
     return FoundRun(ckpt, run_dir, target, summary)
 
 
+def run_folder(checkpoint: str | Path) -> Path:
+    """The folder a checkpoint belongs to: ``<run>`` for ``<run>/checkpoints/<name>.ckpt``, else
+    the checkpoint's own folder (where its bases and notes are kept)."""
+    path = Path(checkpoint).expanduser().resolve()
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
 def run_dir_of(checkpoint: str | Path) -> Path | None:
-    """The run folder of ``<run>/checkpoints/<name>.ckpt``, when it looks like one."""
-    run_dir = Path(checkpoint).resolve().parent.parent
+    """:func:`run_folder`, when it is a training run's folder (``.hydra/`` or ``splits.csv``)."""
+    run_dir = run_folder(checkpoint)
     return run_dir if (run_dir / ".hydra").is_dir() or (run_dir / "splits.csv").is_file() else None
 
 

@@ -1,0 +1,137 @@
+"""Rendering: how a release becomes an image (post-processing, free under LDP).
+
+A renderer sees the release (the released labels, the noisy latent directions after their
+post-processing), public models and fresh randomness, never the original image, so whatever it
+does costs no privacy and leaves the record unchanged. :class:`Renderer` draws candidates of the
+release (each an independent decode of the released part with fresh draws for the rest) and keeps
+for each image the first candidate that
+
+1. shows the released labels to the public labeler (the release classifier, never the
+   evaluation classifier): its log-odds for every released label, signed towards the released
+   value, reach ``margin`` (candidates that fall short are ranked by the sum of their signed
+   log-odds, each capped at ``margin``), and
+2. has no saturated patch (:func:`~dpglow.metrics.saturated_patches`), when ``redraw_saturated``.
+
+Candidates are drawn in rounds (1, then doubling, up to ``candidates`` in all) for the images
+that have no acceptable one yet, so an image costs one decode when its first draw is acceptable.
+Taking the first acceptable draw is rejection sampling: the image is a draw from the flow's
+rendering of the release conditioned on the labeler reading the released labels, not the most
+extreme candidate, so releases stay as varied as the flow's samples. An image with no acceptable
+candidate after ``candidates`` draws gets its best one (highest capped consistency, patch-free
+first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from dpglow.metrics import saturated_patches
+
+# draw(index, generator) -> uint8 candidates, one for each image index (a LongTensor into the
+# batch; an index may repeat).
+Draw = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def consistency(logits: torch.Tensor, released: torch.Tensor, *, margin: float) -> torch.Tensor:
+    """Sum over labels of the labeler's log-odds signed towards the released value (+ for a
+    released 1, - for a 0), each capped at ``margin``; labels released as NaN count 0.
+    ``[n, m]`` logits and released labels -> ``[n]``."""
+    signed = torch.where(released == 1, logits, -logits).clamp(max=margin)
+    return torch.where(torch.isnan(released), torch.zeros_like(signed), signed).sum(dim=1)
+
+
+class ReleasedLabels:
+    """How clearly a public labeler reads each candidate as its image's released labels.
+
+    ``logits(images)`` is the labeler's log-odds ``[n, m]``; ``released`` ``[B, m]`` the
+    released labels of the batch (NaN: nothing released for that label)."""
+
+    def __init__(
+        self, logits: Callable[[torch.Tensor], torch.Tensor], released: torch.Tensor, margin: float
+    ) -> None:
+        self.logits, self.released, self.margin = logits, released, margin
+
+    def __call__(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """``[n]`` :func:`consistency` of the candidates ``images`` of the images ``index``."""
+        released = self.released[index.to(self.released.device)]
+        return consistency(self.logits(images).to(released), released, margin=self.margin)
+
+    def cap(self, index: torch.Tensor) -> torch.Tensor:
+        """``[n]`` the consistency at which every released label of the image reads clearly."""
+        known = ~torch.isnan(self.released[index.to(self.released.device)])
+        return self.margin * known.sum(dim=1)
+
+
+class Renderer:
+    """See the module docstring. ``candidates=1`` renders one draw per image (no selection);
+    ``margin`` is in log-odds (2: the labeler at 88 % for the released value);
+    ``redraw_saturated`` redraws candidates with a saturated patch."""
+
+    def __init__(
+        self, *, candidates: int = 1, margin: float = 2.0, redraw_saturated: bool = True
+    ) -> None:
+        if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+            raise ValueError(f"render.candidates must be an int >= 1, got {candidates!r}")
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin > 0:
+            raise ValueError(f"render.margin must be a number > 0, got {margin!r}")
+        self.candidates, self.margin = candidates, float(margin)
+        self.redraw_saturated = bool(redraw_saturated)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "render_candidates": self.candidates,
+            "render_margin": self.margin,
+            "render_redraw_saturated": self.redraw_saturated,
+        }
+
+    def __call__(
+        self, batch: int, *, draw: Draw, labels: ReleasedLabels | None, generator: torch.Generator
+    ) -> torch.Tensor:
+        """uint8 renderings of ``batch`` releases: ``draw`` makes candidates for image indices,
+        ``labels`` (None: no labels to show) rates them."""
+        best_images: torch.Tensor | None = None
+        best_key = torch.full((batch,), -torch.inf, dtype=torch.float64)
+        pending = torch.arange(batch)
+        drawn, chunk = 0, 1
+        while len(pending) and drawn < self.candidates:
+            chunk = min(chunk, self.candidates - drawn)
+            index = pending.repeat_interleave(chunk)
+            images = draw(index, generator)
+            key, accepted = self._rate(images, index, labels)
+            if best_images is None:
+                best_images = images.new_empty((batch, *images.shape[1:]))
+            # per image, the first candidate of this round with the highest key (stable order)
+            key_grid = key.view(len(pending), chunk)
+            first_best = key_grid.argmax(dim=1)
+            round_key = key_grid.max(dim=1).values
+            take = torch.arange(len(pending)) * chunk + first_best
+            better = round_key > best_key[pending]
+            best_key[pending[better]] = round_key[better]
+            best_images[pending[better].to(images.device)] = images[take[better].to(images.device)]
+            done = accepted.view(len(pending), chunk).any(dim=1)
+            pending = pending[~done]
+            drawn += chunk
+            chunk *= 2
+        assert best_images is not None
+        return best_images
+
+    def _rate(
+        self, images: torch.Tensor, index: torch.Tensor, labels: ReleasedLabels | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(key, accepted) per candidate: the key orders candidates (patch-free first, then the
+        capped consistency); accepted ones end the search for their image."""
+        n = len(images)
+        consistent = torch.zeros(n, dtype=torch.float64)
+        accepted = torch.ones(n, dtype=torch.bool)
+        if labels is not None:
+            consistent = labels(images, index).double().cpu()
+            accepted &= consistent >= labels.cap(index).double().cpu() - 1e-9
+        clean = torch.ones(n, dtype=torch.bool)
+        if self.redraw_saturated:
+            clean = (saturated_patches(images) == 0).cpu()
+            accepted &= clean
+        key = consistent + torch.where(clean, 0.0, -1e9).double()
+        return key, accepted

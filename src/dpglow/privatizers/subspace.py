@@ -1,0 +1,370 @@
+"""``privacy=subspace`` and ``privacy=label_channel``: release the pathology labels and/or chosen
+latent directions; render everything else from the flow.
+
+For an image x with standardised latent u (the basis' levels, flattened, d elements):
+
+1. labels (``label_fraction`` f > 0): y = labeler(x) in {0, 1}^m, a fixed function of the
+   image (a release classifier trained on public data, the basis' latent probes, or the data
+   holder's own labels), released at epsilon_label = min(f * epsilon, ``max_label_epsilon``) by
+   :class:`~dpglow.privatizers.label_release.LabelRelease`: randomized response for one label,
+   the label-set mechanism for several;
+2. latents, the rest of the budget epsilon_latent: either the ``detail`` channel
+   (:mod:`dpglow.privatizers.detail`: k(epsilon) directions that move the decoded image most,
+   the exact discrete Laplace L1 mechanism), or ``mechanism`` on a = P u - c in R^k (P: the fitted
+   :class:`~dpglow.privatizers.basis.Basis`; c: the middle of the public training projections'
+   range, (q_5% + q_95%) / 2 per direction, a public constant that centres the clipping ball on
+   the data; ``laplace_l1`` / ``gaussian_l2`` / ``discrete_laplace_l1`` in R^k, sensitivity 2R);
+3. post-processing (free: it sees only the release and public data) estimates a from it,
+   ``postprocess``:
+   - ``public_posterior_mean`` / ``public_posterior_sample``: the exact posterior under the public
+     empirical prior, i.e. over the N public training points with projections A_i and labels Y_i,
+     w_i ~ P(y~ | Y_i) p(a~ | bound(A_i - c)), the mean sum_i w_i A_i or a draw A_I, I ~ w
+     (unknown training labels count as P = 1/2);
+   - ``released_label_mean`` / ``released_label_sample``: the same, taking the released labels as
+     the true ones (P(y~ | Y_i) = 1 if they agree, else ~0): it renders the released diagnosis
+     instead of hedging towards the other class, which is what a classifier reading the image
+     needs at small epsilon (the posterior mean of a near the decision boundary renders neither);
+   - ``posterior_mean`` / ``posterior_sample``: per coordinate under a N(0, 1) prior;
+   - ``none``: a~ + c itself;
+4. rendering (:mod:`dpglow.privatizers.render`): candidates u' = P^T a^ + (I - P^T P) v with
+   v ~ N(0, T^2 I_d) fresh, the other levels fresh N(0, T_o^2) draws (T_o =
+   ``other_levels_temperature``, by default T), the detail channel's estimate spliced into its
+   span, decoded (a conditional flow decodes with the released labels); the first candidate the
+   public labeler reads as the released labels, with no saturated patch, is released.
+
+Per-image epsilon = epsilon_label + epsilon_latent = epsilon (basic composition; the record holds
+both parts). ``max_label_epsilon`` caps epsilon_label: beyond a few units randomized response
+flips fewer labels than the labeler gets wrong, so more label budget buys nothing, and the rest
+buys detail of the image itself. Temperatures, candidates and the selection are post-processing:
+whatever they are, the release depends on the image only through the released labels and
+directions, so they cost no privacy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from dpglow.flow import Glow, flatten_latents, to_flow_input, to_uint8, unflatten_latents
+from dpglow.privacy import OS_ENTROPY, PrivacyRecord, compose, posterior_mean, posterior_sample
+from dpglow.privatizers.base import Privatizer, check_images
+from dpglow.privatizers.basis import BasisError, configured_basis
+from dpglow.privatizers.budget import check_cap, check_fraction, split_budget
+from dpglow.privatizers.detail import detail_channel, detail_spec
+from dpglow.privatizers.label_release import LabelRelease
+from dpglow.privatizers.labelers import ClassifierLabeler, build_labeler
+from dpglow.privatizers.latents import (
+    assemble_latents,
+    check_temperature,
+    expected_norm,
+    levels_label,
+)
+from dpglow.privatizers.render import ReleasedLabels, Renderer
+
+POSTPROCESS = (
+    "none",
+    "posterior_mean",
+    "posterior_sample",
+    "public_posterior_mean",
+    "public_posterior_sample",
+    "released_label_mean",
+    "released_label_sample",
+)
+
+
+class SubspacePrivatizer(Privatizer):
+    """See the module docstring. ``basis``: ``{kind, k, levels, path}`` (``path`` null: the file
+    ``fit_basis.py`` saved beside the flow for these settings). ``mechanism`` and ``labels`` are
+    partials that take ``epsilon`` (the task's per-image epsilon is split by ``label_fraction``).
+    ``labeler``: ``{kind: probe | classifier | dataset, ...}``; ``label_sets``: the label-set
+    mechanism's rule and schedule; ``render``: :class:`~dpglow.privatizers.render.Renderer`'s
+    settings; ``detail``: the detail channel's basis, directions per epsilon and mechanism."""
+
+    # Chosen on the pediatric validation split (README, Results): low temperatures render the
+    # released diagnosis clearly; the fidelity columns show what it costs in diversity.
+    default_temperature = 0.1
+
+    def __init__(
+        self,
+        *,
+        flow: Glow,
+        flow_info: Mapping[str, Any] | None = None,
+        epsilon: float,
+        basis: Mapping[str, Any],
+        mechanism: Callable[..., Any] | None = None,
+        labels: Callable[..., Any] | None = None,
+        label_fraction: float = 0.0,
+        max_label_epsilon: float | None = None,
+        labeler: Mapping[str, Any] | None = None,
+        label_sets: Mapping[str, Any] | None = None,
+        postprocess: str = "public_posterior_mean",
+        temperature: float = 1.0,
+        other_levels_temperature: float | None = None,
+        render: Mapping[str, Any] | None = None,
+        detail: Mapping[str, Any] | None = None,
+        n_bits: int = 8,
+    ) -> None:
+        if postprocess not in POSTPROCESS:
+            raise ValueError(f"postprocess must be one of {POSTPROCESS}, got {postprocess!r}")
+        self.flow, self.n_bits = flow.eval(), n_bits
+        self.temperature = check_temperature(temperature)
+        self.other_levels_temperature = (
+            self.temperature
+            if other_levels_temperature is None
+            else check_temperature(other_levels_temperature)
+        )
+        self.postprocess = postprocess
+        self.renderer = Renderer(**(render or {}))
+        self.label_fraction = check_fraction(label_fraction)
+        self.epsilon = float(epsilon)
+        self.conditional = int(getattr(flow, "num_conditions", 0) or 0) > 0
+        self.basis = configured_basis(basis, self.flow, flow_info)
+        self.levels = self.basis.levels
+        self.matrix = self.basis.matrix  # [k, d]
+        train = self.basis.train_projections
+        q = torch.quantile(train.double(), torch.tensor([0.05, 0.95], dtype=torch.float64), dim=0)
+        self.center = ((q[0] + q[1]) / 2).float()  # [k], public
+        self.max_label_epsilon = check_cap(max_label_epsilon)
+        eps_label, eps_latent = split_budget(
+            self.epsilon, label_fraction=self.label_fraction, max_label_epsilon=max_label_epsilon
+        )
+        self._latent_part(eps_latent, mechanism, detail, flow_info)
+        self._label_part(eps_label, labels, labeler, label_sets, flow_info)
+        self._prior_labels = self._training_labels()
+
+    # ------------------------------------------------------------------ set-up
+
+    def _latent_part(self, epsilon: float, mechanism, detail, flow_info) -> None:
+        """The latent channel's share: the detail channel when configured, else ``mechanism`` on
+        the basis' k directions (none at epsilon 0)."""
+        self.mechanism, self.detail = None, None
+        if epsilon <= 0:
+            return
+        if detail_spec(detail) is not None:
+            self.detail = detail_channel(
+                detail, flow=self.flow, flow_info=flow_info, epsilon=epsilon, label_basis=self.basis
+            )
+            return
+        if mechanism is None:
+            raise ValueError("label_fraction < 1 needs a latent mechanism (privacy.mechanism)")
+        self.mechanism = mechanism(epsilon=epsilon)
+        self._latent_record = self.mechanism.record((self.basis.k,))
+        # What the mechanism would see for each public training point (its likelihood term).
+        train = self.basis.train_projections.double()
+        self._bounded_train = self.mechanism.statistic(train - self.center.double())
+
+    def _label_part(self, epsilon: float, labels, labeler, label_sets, flow_info) -> None:
+        """The label channel's share: the labeler and the mechanism for its labels."""
+        self.labeler, self.label_mechanism, self.label_names = None, None, []
+        if self.label_fraction <= 0:
+            if self.conditional:
+                raise ValueError(
+                    "a label-conditioned flow decodes with a released label: use "
+                    "privacy=label_channel (privacy.label_fraction > 0)"
+                )
+            return
+        if labels is None or labeler is None:
+            raise ValueError("label_fraction > 0 needs privacy.labels and privacy.labeler")
+        self.label_names = self._label_names(flow_info, labeler.get("kind"))
+        self.labeler = build_labeler(labeler, basis=self.basis, names=self.label_names)
+        self.label_mechanism = LabelRelease(
+            epsilon=epsilon,
+            names=self.label_names,
+            public_labels=self._training_labels(),
+            one_label=labels,
+            label_sets=label_sets,
+        )
+        if self.label_mechanism.flip_probabilities is None and not self.postprocess.startswith(
+            "released_label"
+        ):
+            raise ValueError(
+                "several labels are released as one label set: use a released_label_* "
+                f"postprocess, not {self.postprocess!r}"
+            )
+
+    def _label_names(self, flow_info: Mapping[str, Any] | None, kind: str) -> list[str]:
+        """The released labels: a conditional flow's conditions; with the data holder's own
+        labels, every pathology of the flow's training data; else the basis' probed ones."""
+        if self.conditional:
+            names = list((flow_info or {}).get("condition_pathologies") or [])
+            if len(names) != self.flow.num_conditions:
+                raise ValueError("the conditional flow's checkpoint does not name its conditions")
+            return names
+        if kind == "dataset":
+            return list(self.basis.pathologies)
+        if not self.basis.probe_pathologies:
+            raise BasisError("the basis has no probed pathology to release as a label")
+        return list(self.basis.probe_pathologies)
+
+    def _training_labels(self) -> torch.Tensor | None:
+        """The public training points' labels for the released label names ([N, m], NaN kept)."""
+        if not self.label_names:
+            return None
+        cols = [self.basis.pathologies.index(n) for n in self.label_names]
+        return self.basis.train_labels[:, cols]
+
+    # ------------------------------------------------------------------ protocol
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return "subspace" if self.label_fraction == 0 else "label_channel"
+
+    def record(self, *, noise_source: str = OS_ENTROPY) -> PrivacyRecord:
+        parts = {}
+        if self.label_mechanism is not None:
+            parts["labels"] = self.label_mechanism.record(noise_source=noise_source)
+        if self.mechanism is not None:
+            parts["latent"] = self.mechanism.record((self.basis.k,), noise_source=noise_source)
+        if self.detail is not None:
+            parts["latent"] = self.detail.record(noise_source=noise_source)
+        if len(parts) == 1:  # one mechanism: its own record, calibration included
+            return next(iter(parts.values()))
+        return compose(parts=parts)
+
+    def describe(self) -> dict[str, Any]:
+        out = {
+            "mechanism": self.name,
+            "epsilon": self.epsilon,
+            "levels": levels_label(self.levels, len(self.flow.levels)),
+            "basis": self.basis.kind,
+            "k": self.basis.k,
+            "basis_path": self.basis.path,
+            "basis_sha256": self.basis.sha256,
+            "label_fraction": self.label_fraction,
+            "max_label_epsilon": self.max_label_epsilon,
+            "postprocess": self.postprocess,
+            "temperature": self.temperature,
+            "other_levels_temperature": self.other_levels_temperature,
+            **self.renderer.describe(),
+            **(self.detail.describe() if self.detail is not None else {}),
+        }
+        if self.mechanism is not None:
+            out["latent_mechanism"] = self.mechanism.name
+            out.update(self.mechanism.params())
+        if self.labeler is not None:
+            out["labeler"] = self.labeler.description
+            out["labeler_path"] = getattr(self.labeler, "path", None)
+            out["labeler_sha256"] = getattr(self.labeler, "sha256", None)
+            out["labels"] = ",".join(self.label_names)
+            out.update(self.label_mechanism.describe())
+        return out
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        parts = {"flow": self.flow}
+        if isinstance(self.labeler, torch.nn.Module):
+            parts["labeler"] = self.labeler
+        return parts
+
+    # ------------------------------------------------------------------ release
+
+    def _log_weights(self, noisy_a, noisy_y, device) -> torch.Tensor:
+        """log w_i (up to a constant) of each public training point, [B, N]."""
+        batch = len(noisy_a if noisy_a is not None else noisy_y)
+        points = len(self.basis.train_projections)
+        logw = torch.zeros(batch, points, device=device, dtype=torch.float64)
+        if noisy_y is not None:
+            flips = self.label_mechanism.flip_probabilities
+            if self.postprocess.startswith("released_label") or flips is None:
+                flips = [0.0] * len(self.label_names)  # the released labels taken as true
+            # Bounded away from 0 so that epsilon = inf cannot give log(0) for every point.
+            flip = torch.tensor(flips, device=device, dtype=torch.float64).clamp(1e-12, 0.5)
+            keep = 1 - flip
+            y_train = self._prior_labels.to(device, torch.float64)  # [N, m]
+            agree = noisy_y.double()[:, None, :] == y_train[None]  # [B, N, m]
+            known = ~torch.isnan(y_train)[None]
+            logp = torch.where(agree, keep.log(), flip.log())
+            logw = logw + torch.where(known, logp, math.log(0.5)).sum(-1)
+        if noisy_a is not None and self._latent_record.noise != "none":
+            scale = self._latent_record.noise_scale
+            bounded = self._bounded_train.to(device)
+            diff = noisy_a.double()[:, None, :] - bounded[None]
+            if self.mechanism.noise == "laplace":
+                logw = logw - diff.abs().sum(-1) / scale
+            else:
+                logw = logw - diff.pow(2).sum(-1) / (2 * scale**2)
+        return logw
+
+    def _estimate(self, noisy_a, noisy_y, generator, device) -> torch.Tensor:
+        """a^ from the release, [B, k] (see the module docstring, step 3)."""
+        record = self._latent_record if self.mechanism else None
+        center = self.center.to(device)
+        if noisy_a is not None and (self.postprocess == "none" or record.noise == "none"):
+            return noisy_a + center
+        if self.postprocess in ("posterior_mean", "posterior_sample") and noisy_a is not None:
+            prior_std = min(1.0, record.clip / expected_norm(record.d, record.norm))
+            kwargs = dict(noise=record.noise, scale=record.noise_scale, prior_std=prior_std)
+            if self.postprocess == "posterior_mean":
+                return posterior_mean(noisy_a, **kwargs) / prior_std + center
+            sample = posterior_sample(noisy_a, generator=generator, **kwargs)
+            return sample / prior_std + center
+        weights = torch.softmax(self._log_weights(noisy_a, noisy_y, device), dim=1)
+        train = self.basis.train_projections.to(device, torch.float64)
+        if self.postprocess.endswith("_sample"):
+            index = torch.multinomial(weights, 1, generator=generator)[:, 0]
+            return train[index].float()
+        return (weights @ train).float()
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        images: torch.Tensor,
+        *,
+        generator: torch.Generator,
+        noise_source: str,
+        names: Sequence[str] | None = None,
+    ) -> torch.Tensor:
+        check_images(images, self.flow.image_size)
+        x = to_flow_input(images, n_bits=self.n_bits)
+        # An unconditional flow encodes first (the probe labeler reads its latents); a conditional
+        # one encodes with the released labels.
+        latents = None if self.conditional else self.flow.encode(x)
+        noisy_y = None
+        if self.labeler is not None:
+            y = self.labeler(images, latents, names)
+            noisy_y, _ = self.label_mechanism(y, generator=generator, noise_source=noise_source)
+        cond = {"y": noisy_y} if self.conditional else {}
+        if latents is None:
+            latents = self.flow.encode(x, **cond)
+        device, dtype = x.device, latents[0].dtype
+        matrix = self.matrix.to(device, dtype)
+        noisy_a = None
+        if self.mechanism is not None:
+            a = flatten_latents([latents[i] for i in self.levels]) @ matrix.T
+            a = a - self.center.to(device, dtype)
+            noisy_a, _ = self.mechanism(a, generator=generator, noise_source=noise_source)
+        a_hat = self._estimate(noisy_a, noisy_y, generator, device).to(dtype)
+        detail = None
+        if self.detail is not None:
+            flat = flatten_latents([latents[i] for i in self.detail.levels])
+            detail = self.detail.release(flat, generator=generator, noise_source=noise_source)
+
+        def draw(index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            """One candidate rendering of the release of each image in ``index``."""
+            index = index.to(device)
+            v = self.temperature * torch.randn(
+                (len(index), matrix.shape[1]), generator=generator, device=device, dtype=dtype
+            )
+            u = a_hat[index] @ matrix + v - (v @ matrix.T) @ matrix
+            out = assemble_latents(
+                self.flow,
+                self.levels,
+                u,
+                temperature=self.other_levels_temperature,
+                generator=generator,
+            )
+            if detail is not None:
+                levels = self.detail.levels
+                flat = self.detail.apply(flatten_latents([out[i] for i in levels]), detail[index])
+                shapes = [self.flow.latent_shapes[i] for i in levels]
+                for level, part in zip(levels, unflatten_latents(flat, shapes), strict=True):
+                    out[level] = part
+            given = {"y": noisy_y[index]} if self.conditional else {}
+            return to_uint8(self.flow.decode(out, **given), n_bits=self.n_bits)
+
+        labels = None
+        if isinstance(self.labeler, ClassifierLabeler) and noisy_y is not None:
+            labels = ReleasedLabels(self.labeler.logits, noisy_y, self.renderer.margin)
+        return self.renderer(len(images), draw=draw, labels=labels, generator=generator)

@@ -1,0 +1,88 @@
+"""The renderer's selection: first acceptable draw, best one otherwise, patches redrawn."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dpglow.privatizers.render import ReleasedLabels, Renderer, consistency
+
+
+class FakeDraws:
+    """Candidates numbered in drawing order; candidate c of image i is a flat image of value c,
+    and the 'labeler' reads logit[c] from it."""
+
+    def __init__(self, logits: dict[int, float], patched: set[int] = frozenset()) -> None:
+        self.logit_of, self.patched = logits, set(patched)
+        self.count, self.images_of = 0, {}
+
+    def draw(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        out = torch.empty((len(index), 1, 16, 16), dtype=torch.uint8)
+        for row, i in enumerate(index.tolist()):
+            c = self.count
+            self.count += 1
+            self.images_of.setdefault(i, []).append(c)
+            out[row] = c
+            if c in self.patched:  # a 4x4 black-white checkerboard
+                out[row, 0, :4, :4] = ((torch.arange(4)[:, None] + torch.arange(4)) % 2 * 255).to(
+                    torch.uint8
+                )
+        return out
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        ids = images[:, 0, 8, 8].long().tolist()
+        return torch.tensor([[self.logit_of.get(c, -5.0)] for c in ids])
+
+
+def test_consistency_signs_caps_and_skips_unreleased() -> None:
+    logits = torch.tensor([[3.0, -1.0], [-4.0, 5.0]])
+    released = torch.tensor([[1.0, 0.0], [1.0, float("nan")]])
+    assert consistency(logits, released, margin=2.0).tolist() == [3.0, -4.0]
+
+
+def test_the_first_acceptable_draw_is_kept_and_rounds_double() -> None:
+    fake = FakeDraws({0: 5.0, 4: 5.0, 5: 5.0})
+    labels = ReleasedLabels(fake.logits, torch.ones(3, 1), 2.0)
+    out = Renderer(candidates=8)(3, draw=fake.draw, labels=labels, generator=None)
+    # round 1 (one draw each): 0, 1, 2, and image 0 accepts 0; round 2 (two each, for images 1
+    # and 2): 3, 4 and 5, 6; each takes its first acceptable draw and stops
+    assert fake.images_of == {0: [0], 1: [1, 3, 4], 2: [2, 5, 6]}
+    assert out[:, 0, 8, 8].tolist() == [0, 4, 5]
+
+
+def test_no_acceptable_draw_gives_the_most_consistent_and_stops_at_the_budget() -> None:
+    fake = FakeDraws({c: float(c % 7) / 10 for c in range(100)})  # never reaches the margin
+    labels = ReleasedLabels(fake.logits, torch.ones(1, 1), 2.0)
+    out = Renderer(candidates=6)(1, draw=fake.draw, labels=labels, generator=None)
+    seen = fake.images_of[0]
+    assert len(seen) == 6
+    assert int(out[0, 0, 8, 8]) == max(seen, key=lambda c: (c % 7, -c))
+
+
+def test_a_released_zero_wants_negative_log_odds() -> None:
+    fake = FakeDraws({0: 5.0, 1: -5.0})
+    labels = ReleasedLabels(fake.logits, torch.zeros(1, 1), 2.0)
+    out = Renderer(candidates=4)(1, draw=fake.draw, labels=labels, generator=None)
+    assert int(out[0, 0, 8, 8]) == 1
+
+
+def test_patched_candidates_are_redrawn_unless_allowed() -> None:
+    fake = FakeDraws({}, patched={0, 1})
+    out = Renderer(candidates=4)(1, draw=fake.draw, labels=None, generator=None)
+    assert int(out[0, 0, 8, 8]) == 2
+    fake = FakeDraws({}, patched={0, 1})
+    out = Renderer(candidates=4, redraw_saturated=False)(
+        1, draw=fake.draw, labels=None, generator=None
+    )
+    assert int(out[0, 0, 8, 8]) == 0 and fake.count == 1
+
+
+def test_renderer_settings_are_validated_and_described() -> None:
+    assert Renderer(candidates=3, margin=1.5).describe() == {
+        "render_candidates": 3,
+        "render_margin": 1.5,
+        "render_redraw_saturated": True,
+    }
+    for bad in ({"candidates": 0}, {"candidates": 2.0}, {"margin": 0}, {"margin": "2"}):
+        with pytest.raises(ValueError, match="render"):
+            Renderer(**bad)
