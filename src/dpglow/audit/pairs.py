@@ -79,6 +79,28 @@ def _quietest(norms: torch.Tensor, public: torch.Tensor, count: int) -> torch.Te
     return public[norms.argsort()[:count]]
 
 
+@torch.no_grad()
+def _quiet_fillers(
+    flow, levels: list[int], rows: torch.Tensor, center: torch.Tensor | None, images: torch.Tensor
+) -> torch.Tensor:
+    """``images`` with their released statistic (``rows`` u - ``center`` on ``levels``) moved to
+    zero and decoded: public inputs with almost nothing to clip, beside which a clip over the
+    batch lets an audited image through unclipped."""
+    device = next(flow.parameters()).device
+    latents = flow.encode(to_flow_input(images.to(device)))
+    chosen = flatten_latents([latents[i] for i in levels]).double()
+    r = rows.double().to(device)
+    target = (
+        center.double().to(device) if center is not None else torch.zeros(len(r), device=device)
+    )
+    excess = chosen @ r.T - target  # [N, k]
+    chosen = chosen - excess @ torch.linalg.pinv(r).T
+    shapes = [latents[i].shape[1:] for i in levels]
+    for i, part in zip(levels, unflatten_latents(chosen.to(latents[0].dtype), shapes), strict=True):
+        latents[i] = part
+    return to_uint8(flow.decode(latents)).cpu()
+
+
 def _label_scores(privatizer: SubspacePrivatizer, public: torch.Tensor) -> torch.Tensor | None:
     """[N] the labeler's signed margin on each public image (> 0: labelled positive; the sum
     over labels for several), or None without a label channel."""
@@ -121,13 +143,17 @@ def subspace_pair(privatizer: SubspacePrivatizer, public: torch.Tensor, fillers:
     bounded = None
     if bound is not None:
         a = _encode(flow, public, levels) @ rows.double().T
-        bounded = bound.statistic(a - center.double() if center is not None else a)
-        # the pair furthest apart in the bounded statistic, one from each labelled group
+        a = a - center.double() if center is not None else a
+        bounded = bound.statistic(a)
+        # the pair furthest apart in the bounded statistic, one from each labelled group; among
+        # ties (both clipped to the ball), the one furthest apart before clipping, which a
+        # wrong clip (over the batch, or none) would let through
         dist = torch.cdist(bounded[negatives], bounded[positives], p=1)
-        flat = int(dist.argmax())
+        raw = torch.cdist(a[negatives], a[positives], p=1)
+        flat = int(torch.where(dist >= dist.max() - 1e-9, raw, -1.0).argmax())
         i, j = negatives[flat // len(positives)], positives[flat % len(positives)]
         record = bound.record((bounded.shape[1],))
-        description["separation"] = float(dist.max()) / float(record.sensitivity)
+        description["separation"] = float(dist.flatten()[flat]) / float(record.sensitivity)
         direction = bounded[j] - bounded[i]
         statistics["latent_projection"] = _projection(
             flow, levels, rows, direction / direction.norm().clamp_min(1e-12)
@@ -140,11 +166,15 @@ def subspace_pair(privatizer: SubspacePrivatizer, public: torch.Tensor, fillers:
         raise ValueError("nothing to audit: no label channel and no latent channel")
     if scores is not None:
         description["label_scores"] = [float(scores[i]), float(scores[j])]
-    norms = bounded.abs().sum(1) if bounded is not None else -scores.abs()
+    # quiet fillers: the smallest statistics before clipping (after it, all may tie at R)
+    norms = a.abs().sum(1) if bounded is not None else -scores.abs()
+    quiet = _quietest(norms, public, fillers)
+    if bounded is not None:
+        quiet = _quiet_fillers(flow, levels, rows, center, quiet)
     return AuditPair(
         a=public[i : i + 1].clone(),
         b=public[j : j + 1].clone(),
-        fillers=_quietest(norms, public, fillers),
+        fillers=quiet,
         description=description,
         statistics=statistics,
     )
@@ -169,7 +199,7 @@ def dpglow_pair(privatizer: DPGlowPrivatizer, public: torch.Tensor, fillers: int
     return AuditPair(
         a=mirrored[i : i + 1].cpu().clone(),
         b=public[i : i + 1].clone(),
-        fillers=_quietest(statistic(u).abs().sum(1), public, fillers),
+        fillers=_quietest(u.abs().sum(1), public, fillers),
         description={
             "privatizer": privatizer.name,
             "separation": float(distance[i]) / float(record.sensitivity),

@@ -37,16 +37,20 @@ REPORT_JSON = "audit_report.json"
 REPORT_MD = "audit_report.md"
 
 
-def _write_inputs(folder: Path, image: torch.Tensor, fillers: torch.Tensor, runs: int) -> None:
-    """``runs`` copies of ``image`` interleaved with filler images (sorted names alternate), so
-    every batch of the release holds both."""
+def _write_inputs(
+    folder: Path, image: torch.Tensor, fillers: torch.Tensor, runs: int, per_run: int
+) -> None:
+    """``runs`` copies of ``image``, each followed by ``per_run`` filler images (sorted names
+    interleave them), so that every batch of the release holds both: with ``per_run`` =
+    batch size - 1, each batch holds one copy beside quiet fillers, the layout that exposes a
+    clip or a normalisation over the batch."""
     folder.mkdir(parents=True, exist_ok=True)
     pixels = image[0, 0].numpy()
     for r in range(runs):
         Image.fromarray(pixels).save(folder / f"{r:06d}_a.png")
-        if len(fillers):
-            filler = fillers[r % len(fillers), 0].numpy()
-            Image.fromarray(filler).save(folder / f"{r:06d}_f.png")
+        for j in range(per_run if len(fillers) else 0):
+            filler = fillers[(r * per_run + j) % len(fillers), 0].numpy()
+            Image.fromarray(filler).save(folder / f"{r:06d}_f{j:03d}.png")
 
 
 def _read_releases(folder: Path, runs: int) -> torch.Tensor:
@@ -58,7 +62,7 @@ def _release(cfg: DictConfig, side: str, image, fillers, out: Path) -> torch.Ten
     """``audit.runs`` releases of ``image`` through ``privatize``, read back from the PNGs."""
     runs = int(cfg.audit.runs)
     inputs, release = out / side / "inputs", out / side / "release"
-    _write_inputs(inputs, image, fillers, runs)
+    _write_inputs(inputs, image, fillers, runs, int(cfg.audit.fillers_per_run))
     side_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     with open_dict(side_cfg):
         side_cfg.input_dir, side_cfg.output_dir = str(inputs), str(release)

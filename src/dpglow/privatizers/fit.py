@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from dpglow.data.subsets import LabelledImages, load_split, tensor_digest
 from dpglow.flow import flatten_latents, to_flow_input
 from dpglow.privatizers.basis import Basis, BasisError, basis_file, energy_basis
 from dpglow.privatizers.basis import fit_basis as fit_basis_matrix
+from dpglow.privatizers.budget import split_budget
 from dpglow.privatizers.energy import decoder_energy, energy_directions
 from dpglow.privatizers.latents import resolve_levels
 from dpglow.utils.cache import cached, key_of
@@ -128,10 +130,28 @@ def fit_and_save(
     return basis, target
 
 
-def ensure_basis(cfg: DictConfig, flow, info: dict) -> None:
-    """Fit the bases ``cfg.privacy`` names (``basis``, and ``detail.basis`` for the detail
-    channel) that are not saved beside the flow yet."""
-    specs = [cfg.privacy.get("basis"), (cfg.privacy.get("detail") or {}).get("basis")]
+def _detail_has_budget(cfg: DictConfig) -> bool:
+    privacy = cfg.privacy
+    if privacy.get("detail") is None or cfg.get("epsilon") is None:
+        return False
+    _, eps_latent = split_budget(
+        float(cfg.epsilon),
+        label_fraction=float(privacy.get("label_fraction", 1.0)),
+        max_label_epsilon=privacy.get("max_label_epsilon"),
+    )
+    return eps_latent > 0
+
+
+def ensure_basis(
+    cfg: DictConfig, flow, info: dict, *, fit_config: Callable[[], DictConfig] | None = None
+) -> None:
+    """Fit the bases ``cfg.privacy`` names (``basis``, and ``detail.basis`` where the detail
+    channel gets a share of ``cfg.epsilon``) that are not saved beside the flow yet.
+    ``fit_config`` (default: ``cfg``) gives the config whose data settings read the flow's
+    training split; it is called only when a basis must be fitted."""
+    specs = [cfg.privacy.get("basis")]
+    if _detail_has_budget(cfg):
+        specs.append(cfg.privacy.detail.get("basis"))
     for spec in specs:
         if spec is None or spec.get("path"):
             continue
@@ -142,5 +162,11 @@ def ensure_basis(cfg: DictConfig, flow, info: dict) -> None:
         if not basis_file(info["path"], kind=spec.kind, k=int(spec.k), levels=chosen).is_file():
             min_count = spec.get("min_count")  # supervised kinds only (YAML has it there)
             fit_and_save(
-                cfg, flow, info, kind=spec.kind, k=spec.k, levels=chosen, min_count=min_count
+                fit_config() if fit_config is not None else cfg,
+                flow,
+                info,
+                kind=spec.kind,
+                k=spec.k,
+                levels=chosen,
+                min_count=min_count,
             )

@@ -11,6 +11,10 @@
 Either way the renderer gets a released label vector ``[B, m]`` of 0 and 1: randomized
 response's output itself, or the released label set (for "other", or a subset release, the
 findings whose posterior under the public prior exceeds 1/2).
+
+Public labels that are unknown (CheXpert's uncertain and blank) count as ``unknown`` says
+(``negative`` or ``positive``): the rule the dataset labeler applies to the private ones; a
+public image with no known label at all is left out of the prior.
 """
 
 from __future__ import annotations
@@ -48,7 +52,10 @@ class LabelRelease:
         public_labels: torch.Tensor,
         one_label: Callable[..., Any],
         label_sets: Mapping[str, Any] | None = None,
+        unknown: str = "negative",
     ) -> None:
+        if unknown not in ("negative", "positive"):
+            raise ValueError(f"unknown must be 'negative' or 'positive', got {unknown!r}")
         self.names, self.epsilon = list(names), float(epsilon)
         self.domain = None
         if len(self.names) == 1:
@@ -56,12 +63,17 @@ class LabelRelease:
             return
         spec = dict(label_sets or {})
         size, subset = scheduled(self.epsilon, spec.get("schedule") or DEFAULT_SCHEDULE)
-        known = public_labels[~torch.isnan(public_labels).any(dim=1)]
-        if len(known) < 10:
+        labelled = (
+            public_labels[~torch.isnan(public_labels).all(dim=1)]
+            if public_labels is not None
+            else torch.empty(0, len(self.names))
+        )
+        if len(labelled) < 10:
             raise ValueError(
-                f"{len(known)} public label vectors without unknown entries for {self.names}: "
-                "the label-set mechanism needs the flow's training split to be labelled"
+                f"{len(labelled)} public label vectors with a known entry for {self.names}: the "
+                "label-set mechanism needs the flow's training split to be labelled"
             )
+        known = torch.nan_to_num(labelled.float(), nan=1.0 if unknown == "positive" else 0.0)
         self.domain = fit_label_domain(known, size=size, rule=spec.get("rule", "covering"))
         self.mechanism = LabelSetResponse.from_domain(
             self.domain, epsilon=self.epsilon, subset_size=subset

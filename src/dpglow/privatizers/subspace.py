@@ -176,6 +176,7 @@ class SubspacePrivatizer(Privatizer):
             public_labels=self._training_labels(),
             one_label=labels,
             label_sets=label_sets,
+            unknown=labeler.get("unknown") or "negative",
         )
         if self.label_mechanism.flip_probabilities is None and not self.postprocess.startswith(
             "released_label"

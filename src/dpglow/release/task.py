@@ -75,7 +75,7 @@ def build_release(cfg: DictConfig) -> tuple[Any, int, dict[str, Any] | None]:
         expected = architecture(cfg.model.net) if cfg.get("model") else None
         flow, checkpoint = load_flow(cfg.flow.ckpt_path, expected=expected)
         if cfg.privacy.get("basis") is not None:
-            ensure_basis(flow_training_config(cfg), flow, checkpoint)
+            ensure_basis(cfg, flow, checkpoint, fit_config=lambda: flow_training_config(cfg))
     elif cfg.get("image_size") is None and OmegaConf.select(cfg, "flow.ckpt_path"):
         flow, checkpoint = load_flow(cfg.flow.ckpt_path)  # only for its resolution
     size = cfg.get("image_size") or (flow.image_size if flow is not None else None)
