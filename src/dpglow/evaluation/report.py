@@ -30,7 +30,7 @@ SERIES_KEYS = (
     "levels", "postprocess", "temperature", "other_levels_temperature", "cell", "accounting",
     "radius", "basis", "k", "label_fraction", "labeler", "flow_depth", "flow_hidden_channels",
     "flow_ckpt", "refiner", "classifier", "data", "shift", "shift_value", "shift_positive_fraction",
-    "shift_data", "render",
+    "shift_data", "render", "render_candidates", "render_margin",
 )  # fmt: skip
 MD_COLUMNS = (
     ("mechanism", "mechanism"), ("series", "setting"), ("epsilon_per_image", "eps/image"),
