@@ -59,10 +59,22 @@ def _checker(size: int = 64) -> torch.Tensor:
 
 
 def test_a_saturated_checkerboard_is_counted() -> None:
-    assert saturated_patches(_checker()).tolist() == [4]
+    # an 8x8 checkerboard: the 4x4 windows with at least 8 of their 16 pixels on it, i.e. the
+    # 9 x 9 positions from 2 rows/columns before it to 2 after, less the 3 per corner with fewer
+    assert saturated_patches(_checker()).tolist() == [9 * 9 - 4 * 3]
     stripes = torch.full((1, 1, 64, 64), 90, dtype=torch.uint8)
     stripes[0, 0, 40:48, 40:48] = (torch.arange(8) % 2 * 255).to(torch.uint8)[None]
-    assert saturated_patches(stripes).tolist() == [4]
+    assert saturated_patches(stripes).tolist() == [9 * 9 - 4 * 3]
+
+
+def test_a_speck_across_block_borders_is_counted() -> None:
+    # a 4x4 black-and-white speck at rows/columns 6-9: no aligned 4x4 block holds half of it,
+    # one window holds it all
+    speck = torch.full((1, 1, 64, 64), 120, dtype=torch.uint8)
+    speck[0, 0, 6:10, 6:10] = ((torch.arange(4)[:, None] + torch.arange(4)[None]) % 2 * 255).to(
+        torch.uint8
+    )
+    assert saturated_patches(speck)[0] >= 1
 
 
 def test_smooth_saturation_and_mid_gray_texture_are_not() -> None:
