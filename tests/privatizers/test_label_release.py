@@ -70,3 +70,17 @@ def test_unlabelled_public_data_is_refused() -> None:
             public_labels=torch.full((20, 2), float("nan")),
             one_label=_rr,
         )
+
+
+def test_unknown_public_labels_follow_the_stated_rule() -> None:
+    public = _public()
+    public[:300, 0] = float("nan")  # "a" unknown for most public images (CheXpert's blanks)
+    kwargs = dict(epsilon=10.0, names=list("abcde"), one_label=_rr)
+    kwargs["label_sets"] = {"schedule": [[0, 8, 1]]}
+    for rule, low, high in (("negative", 0.0, 0.25), ("positive", 0.75, 1.0)):
+        domain = LabelRelease(public_labels=public, unknown=rule, **kwargs).domain
+        # the public prior's frequency of "a": the unknowns counted as the rule says
+        frequency = float((domain.prior[:, None] * domain.profiles).sum(0)[0])
+        assert low <= frequency <= high and domain.num_public == len(public)
+    with pytest.raises(ValueError, match="unknown"):
+        LabelRelease(public_labels=public, unknown="drop", **kwargs)
