@@ -6,7 +6,8 @@ half by their own Clopper-Pearson bound; the best one is then counted on the sec
 runs played no part in choosing it, so its Clopper-Pearson bound (each side at half the failure
 probability) is a valid lower bound on epsilon with probability at least 1 - alpha.
 A generic statistic joins the attacker's own: a logistic regression on 16 x 16 thumbnails,
-fitted on the first half.
+fitted on the first half (its event is chosen on out-of-fold decisions of two models fitted on
+either fold of the first half, since a model scores its own training data too well).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from dpglow.audit.bounds import ratio_bound
 
 THRESHOLDS = 64
+THUMBNAIL = "thumbnail_logreg"
 
 
 def _thumbnails(images: torch.Tensor) -> np.ndarray:
@@ -43,6 +45,17 @@ def thumbnail_classifier(fit_a: torch.Tensor, fit_b: torch.Tensor):
     model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
     model.fit(x, y)
     return lambda images: torch.from_numpy(model.decision_function(_thumbnails(images)))
+
+
+def _out_of_fold(fit_a: torch.Tensor, fit_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The thumbnail classifier's decisions on the first half's releases, each from a model
+    fitted on the other fold (two folds), so that choosing its event is not fooled by overfit."""
+    ha, hb = len(fit_a) // 2, len(fit_b) // 2
+    first = thumbnail_classifier(fit_a[:ha], fit_b[:hb])
+    second = thumbnail_classifier(fit_a[ha:], fit_b[hb:])
+    s_a = torch.cat([second(fit_a[:ha]), first(fit_a[ha:])]).double()
+    s_b = torch.cat([second(fit_b[:hb]), first(fit_b[hb:])]).double()
+    return s_a, s_b
 
 
 def _events(stat_a: torch.Tensor, stat_b: torch.Tensor):
@@ -82,10 +95,13 @@ def held_out_bound(
         raise ValueError("an audit needs at least 20 releases of each input")
     fit_a, test_a = releases_a[:half_a], releases_a[half_a:]
     fit_b, test_b = releases_b[:half_b], releases_b[half_b:]
-    statistics = {**statistics, "thumbnail_logreg": thumbnail_classifier(fit_a, fit_b)}
+    statistics = {**statistics, THUMBNAIL: thumbnail_classifier(fit_a, fit_b)}
     best: dict[str, Any] = {"fit_bound": -math.inf}
     for name, statistic in statistics.items():
-        s_a, s_b = statistic(fit_a).double(), statistic(fit_b).double()
+        if name == THUMBNAIL:  # scored out of fold: a model is no judge of its own data
+            s_a, s_b = _out_of_fold(fit_a, fit_b)
+        else:
+            s_a, s_b = statistic(fit_a).double(), statistic(fit_b).double()
         for t, above, favoured in _events(s_a, s_b):
             value = _bound(s_a, s_b, t, above, favoured, alpha / 2)
             if value > best["fit_bound"]:
