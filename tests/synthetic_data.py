@@ -59,7 +59,7 @@ def pediatric(root: Path, n: int = PEDIATRIC_IMAGES) -> None:
             [(rng.uniform(0.25, 0.75), rng.uniform(0.35, 0.65)) for _ in range(2)] if sick else []
         )
         name = f"IM-{patient:04d}-{i:04d}.png"
-        Image.fromarray(chest(rng, 96, spots)).save(root / "images" / name)
+        Image.fromarray(chest(rng, 224, spots)).save(root / "images" / name)  # as the real set
         finding, kind = ("Pneumonia", "bacteria") if sick else ("No Finding", "none")
         rows.append(f"{name},{finding},{'PNEUMONIA' if sick else 'NORMAL'},{kind},IM-{patient:04d}")
     (root / "labels.csv").write_text("\n".join(rows) + "\n")

@@ -16,6 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
+from conftest import SYNTHETIC
 from dpglow.data import (
     ChestXrayDataModule,
     CheXpertSource,
@@ -27,6 +28,7 @@ from dpglow.data import (
     PediatricSource,
 )
 from dpglow.data.datamodule import EpochSeededSampler
+from synthetic_data import NIH_IMAGES
 
 CONF_DATA = Path(__file__).resolve().parents[2] / "conf" / "data"
 
@@ -51,7 +53,7 @@ def test_nih_batches_and_splits(nih_dm: ChestXrayDataModule, tmp_path: Path) -> 
     assert dm.pathologies == NIHSource.pathologies
     splits = dm.splits
     assert list(splits.columns) == ["image_id", "patient_id", "split", "path"]
-    assert len(splits) == 1000
+    assert len(splits) == (NIH_IMAGES if SYNTHETIC else 1000)
     assert (splits.groupby("patient_id")["split"].nunique() == 1).all()  # patient-disjoint
     for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
         check_batch(next(iter(loader)), 32, 14)

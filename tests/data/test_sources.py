@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import needs_real_data
+from conftest import SYNTHETIC, needs_real_data
 from dpglow.data import DataFormatError, DatasetNotFoundError
 from dpglow.data.sources import (
     CHESTMNIST_PATHOLOGIES,
@@ -21,6 +21,7 @@ from dpglow.data.sources import (
     NIHSource,
     PediatricSource,
 )
+from synthetic_data import NIH_IMAGES
 
 BASE_COLUMNS = ["image_id", "path", "patient_id", "official_split"]
 
@@ -43,11 +44,18 @@ def test_nih_sample_records(nih_sample_dir: Path, nih_records: pd.DataFrame) -> 
     src = NIHSource(nih_sample_dir)
     check_records(nih_records, src.pathologies)
     assert len(src.pathologies) == 14
-    assert len(nih_records) == 1000
-    assert nih_records["patient_id"].nunique() == 264
+    assert len(nih_records) == (NIH_IMAGES if SYNTHETIC else 1000)
     assert nih_records["path"].map(lambda p: Path(p).is_absolute() and Path(p).is_file()).all()
     # No NIH official lists in the sample; splits.csv (not patient-disjoint) is not used.
     assert nih_records["official_split"].isna().all()
+
+
+def test_nih_sample_counts_match_its_readme(
+    nih_sample_dir: Path, nih_records: pd.DataFrame
+) -> None:
+    needs_real_data("the counts documented in the NIH sample's README")
+    src = NIHSource(nih_sample_dir)
+    assert nih_records["patient_id"].nunique() == 264
     # Per-finding counts documented in the folder's README.
     counts = nih_records[src.pathologies].sum().astype(int).to_dict()
     assert counts["Effusion"] == 170 and counts["Infiltration"] == 162
@@ -56,6 +64,7 @@ def test_nih_sample_records(nih_sample_dir: Path, nih_records: pd.DataFrame) -> 
 
 
 def test_nih_label_spot_checks_against_csv(nih_records: pd.DataFrame) -> None:
+    needs_real_data("NIH's own labels of named images")
     rec = nih_records.set_index("image_id")
     positives = {
         "00000001_001.png": {"Cardiomegaly", "Emphysema"},
