@@ -111,6 +111,14 @@ class _Categorical:
             )
         return index.to(torch.int64)
 
+    def _start(
+        self, index: torch.Tensor, generator: torch.Generator | None, noise_source: str | None
+    ) -> tuple[torch.Tensor, torch.Generator, PrivacyRecord]:
+        """The checked indices, the generator to draw from and the release's record."""
+        index = self._check_index(index)
+        generator, source = resolve_generator(generator, noise_source, index.device)
+        return index, generator, self.record(noise_source=source)
+
     def check_release(self, noisy: torch.Tensor) -> torch.Tensor:
         """``noisy`` as int64 if it is a release (a [B] tensor of indices), else an error."""
         return self._check_index(noisy)
@@ -171,9 +179,7 @@ class GeneralizedRandomizedResponse(_Categorical):
         generator: torch.Generator | None = None,
         noise_source: str | None = None,
     ) -> tuple[torch.Tensor, PrivacyRecord]:
-        index = self._check_index(index)
-        generator, source = resolve_generator(generator, noise_source, index.device)
-        record = self.record(noise_source=source)
+        index, generator, record = self._start(index, generator, noise_source)
         if record.noise == "none":
             return index.clone(), record
         draw = uniform_bits(tuple(index.shape), generator=generator, device=index.device)
@@ -258,9 +264,7 @@ class SubsetSelection(_Categorical):
         generator: torch.Generator | None = None,
         noise_source: str | None = None,
     ) -> tuple[torch.Tensor, PrivacyRecord]:
-        index = self._check_index(index)
-        generator, source = resolve_generator(generator, noise_source, index.device)
-        record = self.record(noise_source=source)
+        index, generator, record = self._start(index, generator, noise_source)
         k, s, rows = self.num_outcomes, self.subset_size, index.shape[0]
         reported = torch.zeros(rows, k, dtype=torch.bool, device=index.device)
         if record.noise == "none":
