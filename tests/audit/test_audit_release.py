@@ -127,3 +127,37 @@ def test_a_seeded_generator_reused_across_images_is_caught(tmp_path, monkeypatch
     report = _audit(tmp_path, "privacy=pixel_laplace", "image_size=4", "epsilon=1")
     # every release of an input is the same image: the bound is as high as the runs allow
     assert report["epsilon_lower_bound"] > 2.0 and not report["within_claim"]
+
+
+def _dataset_labels(trained_ckpt, epsilon: float) -> list[str]:
+    # the data holder's own labels (the pediatric table's Pneumonia column), rendered in one draw
+    return [
+        *_label_channel(trained_ckpt, epsilon)[:-2],
+        "privacy.labeler.kind=dataset",
+        "privacy.render.candidates=1",
+        f"epsilon={epsilon}",
+    ]
+
+
+def test_the_holders_own_labels_are_audited_through_their_label_table(tmp_path, trained_ckpt):
+    report = _audit(tmp_path / "ok", *_dataset_labels(trained_ckpt, 1.0))
+    assert report["within_claim"] and report["privatizer"]["labeler"].startswith("dataset:")
+    assert report["pair"]["labels"] == {"a": [], "b": ["Pneumonia"]}
+    table = (tmp_path / "ok" / "audit" / "b" / "inputs" / "labels.csv").read_text().splitlines()
+    assert table[0] == "path,Pneumonia" and table[1] == "000000_a.png,1"
+    # the negative control: the true label passed on unprivatized is caught through the files
+    leak = _audit_leaking_labels(tmp_path / "leak", *_dataset_labels(trained_ckpt, 1.0))
+    assert leak["epsilon_lower_bound"] > 1.0 and not leak["within_claim"]
+
+
+def _audit_leaking_labels(tmp_path, *overrides: str) -> dict:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            LabelRelease,
+            "__call__",
+            lambda self, y, *, generator, noise_source: (
+                y.clone(),
+                self.record(noise_source=noise_source),
+            ),
+        )
+        return _audit(tmp_path, *overrides)

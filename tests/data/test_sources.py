@@ -20,6 +20,7 @@ from dpglow.data.sources import (
     MedMNISTSource,
     NIHSource,
     PediatricSource,
+    TableSource,
 )
 from synthetic_data import NIH_IMAGES
 
@@ -213,6 +214,36 @@ def test_folder_source(tmp_path: Path, gray_images: list[Path]) -> None:
     (tmp_path / "none").mkdir()
     with pytest.raises(DatasetNotFoundError, match="No images"):
         FolderSource(tmp_path / "none").records()
+
+
+def test_table_source_reads_the_holders_own_labels(tmp_path: Path, gray_images: list[Path]):
+    root = tmp_path / "hospital"
+    (root / "ward").mkdir(parents=True)
+    img = Image.open(gray_images[0])
+    for name in ("ward/a.png", "b.png", "c.png"):
+        img.save(root / name)
+    (root / "labels.csv").write_text(
+        "path,patient_id,Effusion,Mass\nward/a.png,p1,1,0\nb.png,p1,,-1\nc.png,p2,0.0,1.0\n"
+        "gone.png,p3,1,1\n"
+    )
+    source = TableSource(root)
+    df = source.records()
+    check_records(df, ["Effusion", "Mass"])
+    assert list(df["image_id"]) == ["ward/a.png", "b.png", "c.png"]  # gone.png: not on disk
+    assert list(df["patient_id"]) == ["p1", "p1", "p2"]
+    assert df["Effusion"].tolist()[0] == 1.0 and df["Mass"].tolist()[2] == 1.0
+    assert df[["Effusion", "Mass"]].iloc[1].isna().all()  # blank and -1 are unknown
+    assert TableSource(root, pathologies=["Mass"]).pathologies == ["Mass"]
+    with pytest.raises(DataFormatError, match="Pneumonia"):
+        TableSource(root, pathologies=["Pneumonia"])
+    (root / "bad.csv").write_text("path,Mass\nb.png,yes\n")
+    with pytest.raises(DataFormatError, match=r"'Mass' holds \['yes'\]"):
+        TableSource(root, csv="bad.csv").records()
+    (root / "bare.csv").write_text("path\nb.png\n")
+    with pytest.raises(DataFormatError, match="no finding columns"):
+        TableSource(root, csv="bare.csv")
+    with pytest.raises(DatasetNotFoundError):
+        TableSource(root, csv="missing.csv")
 
 
 @pytest.mark.parametrize("flag", ["chestmnist", "pneumoniamnist"])

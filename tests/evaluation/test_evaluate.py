@@ -367,3 +367,29 @@ def test_settings_search_scores_on_the_validation_split(run_eval):
     )
     with pytest.raises(ValueError, match=r"eval\.split"):
         run_eval("eval.split=train")
+
+
+def test_the_holders_own_labels_are_rendered_for_the_release_classifier(run_eval, eval_models):
+    # labeler.kind=dataset: the evaluated data's own label table; the newest release classifier
+    # on this data rates the rendering candidates and is named (path and SHA-256) in the row
+    row = run_eval("privacy.labeler.kind=dataset", "epsilon=5", "noise_seed=0")
+    assert row["labeler"].startswith("dataset:PediatricSource")
+    assert Path(row["render_classifier"]).parent == eval_models["labeler"].parent  # its run
+    assert len(row["render_classifier_sha256"]) == 64
+    # recovery: that classifier's AUC against the true labels, on originals and on releases; at
+    # epsilon 5 (0.7 % of labels flipped) the releases, rendered for it, carry the true labels
+    assert 0.5 < row["recovery/auc_orig_mean"] <= 1.0
+    assert row["recovery/auc_priv_mean"] > 0.8
+    assert row["recovery/retention"] == pytest.approx(
+        (row["recovery/auc_priv_mean"] - 0.5) / (row["recovery/auc_orig_mean"] - 0.5)
+    )
+
+
+def test_a_label_set_release_counts_as_the_label_part_of_the_budget():
+    from dpglow.evaluation.rows import epsilon_split
+
+    for mechanism in ("randomized_response", "label_set_response"):
+        assert epsilon_split({"mechanism": mechanism, "epsilon_per_image": 3.0}) == (3.0, 0.0)
+    assert epsilon_split({"mechanism": "laplace_l1", "epsilon_per_image": 3.0}) == (0.0, 3.0)
+    parts = {"labels": {"epsilon_per_image": 6.0}, "latent": {"epsilon_per_image": 4.0}}
+    assert epsilon_split({"mechanism": "composed", "parts": parts}) == (6.0, 4.0)

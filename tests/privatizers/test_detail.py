@@ -87,3 +87,44 @@ def test_the_channel_needs_an_energy_basis() -> None:
             epsilon=3.0,
             directions_per_epsilon=1.0,
         )
+
+
+def _conditional_glow(m: int = 2):
+    from dpglow.flow import Glow
+
+    torch.manual_seed(0)
+    flow = Glow(image_size=8, num_levels=2, depth=2, hidden_channels=16, num_conditions=m)
+    flow.initialize(torch.rand(16, 1, 8, 8) - 0.5)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.3)
+    return flow.eval()
+
+
+def test_decoder_energy_is_the_jacobian_gram_given_each_images_labels() -> None:
+    from dpglow.flow import flatten_latents, unflatten_latents
+    from dpglow.privatizers.energy import decoder_energy
+
+    flow = _conditional_glow()
+    labels = torch.tensor([[1.0, 0.0], [0.0, float("nan")]])
+    y = labels.nan_to_num(0.0)
+    with torch.no_grad():
+        latents = flatten_latents(flow.encode(torch.rand(2, 1, 8, 8) - 0.5, y=y))
+    top = flow.latent_shapes[1]
+    start, d = latents.shape[1] - torch.Size(top).numel(), torch.Size(top).numel()
+
+    def decode_top(i: int):
+        def f(v):
+            u = latents[i : i + 1].clone()
+            u[0, start:] = v
+            return flow.decode(unflatten_latents(u, flow.latent_shapes), y=y[i : i + 1]).flatten()
+
+        return torch.autograd.functional.jacobian(f, latents[i, start:])
+
+    exact = sum(decode_top(i).double().T @ decode_top(i).double() for i in range(2)) / 2
+    estimate = decoder_energy(flow, latents, levels=[1], probes=1000, labels=labels)
+    assert estimate.shape == (d, d)
+    assert torch.allclose(estimate, exact, atol=0.15 * exact.diagonal().max())
+    with pytest.raises(ValueError, match="labels"):
+        decoder_energy(flow, latents, levels=[1], probes=1)

@@ -2,10 +2,15 @@
 statistics an attacker who knows every public model computes from a release.
 
 - ``label_channel`` / ``subspace``: two public images the labeler labels differently, its most
-  confident call of each class; where a latent (or detail) channel is released, among those the
-  pair whose bounded statistics (a = P u - c, clipped to the mechanism's ball) lie furthest
-  apart. Statistics: the labeler's log-odds on the release, and the release re-encoded by the
-  public flow and projected on the released directions, along the difference of the pair.
+  confident call of each class (with the data holder's own labels, ``labeler.kind=dataset``: an
+  image with no finding and one with the most frequent other label set, each carrying its labels
+  into the release's label table); where a latent (or detail) channel is released, among those
+  the pair whose bounded statistics (a = P u - c, clipped to the mechanism's ball) lie furthest
+  apart. Statistics: the log-odds of the classifier that rates the rendering (the labeler, or
+  ``render.classifier``) on the release, along the labels that differ; for a label-conditioned
+  flow, the log-likelihood ratio log p(x | y_b) - log p(x | y_a) of the pair's labels; and the
+  release re-encoded by the public flow (a conditional one with all-zero labels) and projected
+  on the released directions, along the difference of the pair.
 - DP-GLOW (``laplace_l1`` etc.): a public image x and the image whose latents are -u(x) (the
   prior is symmetric, so it is as typical), quantised to 8 bits: after clipping their latents
   point in opposite directions. Statistic: the release re-encoded and projected on that
@@ -28,7 +33,7 @@ import torch
 from dpglow.flow import flatten_latents, to_flow_input, to_uint8, unflatten_latents
 from dpglow.privatizers.base import Privatizer
 from dpglow.privatizers.dp_glow import DPGlowPrivatizer
-from dpglow.privatizers.labelers import ClassifierLabeler
+from dpglow.privatizers.labelers import ClassifierLabeler, DatasetLabeler
 from dpglow.privatizers.pixel import ImagePrivatizer
 from dpglow.privatizers.subspace import SubspacePrivatizer
 
@@ -38,18 +43,30 @@ Statistic = Callable[[torch.Tensor], torch.Tensor]
 @dataclass
 class AuditPair:
     """Inputs ``a`` and ``b`` (uint8 [1, 1, S, S]), ``fillers`` (public images that share the
-    audited images' batches), what separates them, and the attacker's statistics."""
+    audited images' batches), what separates them, and the attacker's statistics. ``labels``:
+    with a dataset labeler, the label rows of ``a``, ``b`` and ``fillers`` (``[1, m]``, ``[1, m]``,
+    ``[F, m]``) and their names, which the audit writes into its inputs' label table."""
 
     a: torch.Tensor
     b: torch.Tensor
     fillers: torch.Tensor
     description: dict[str, Any]
     statistics: dict[str, Statistic] = field(default_factory=dict)
+    labels: dict[str, Any] | None = None
+
+
+def _zero_labels(flow, batch: int, device) -> dict[str, torch.Tensor]:
+    """``{"y": zeros}`` for a conditional flow (any fixed public labels give an attacker a valid
+    re-encoding), ``{}`` for an unconditional one."""
+    m = int(getattr(flow, "num_conditions", 0) or 0)
+    return {"y": torch.zeros(batch, m, device=device)} if m else {}
 
 
 @torch.no_grad()
 def _encode(flow, images: torch.Tensor, levels: list[int]) -> torch.Tensor:
-    latents = flow.encode(to_flow_input(images.to(next(flow.parameters()).device)))
+    device = next(flow.parameters()).device
+    x = to_flow_input(images.to(device))
+    latents = flow.encode(x, **_zero_labels(flow, len(x), device))
     return flatten_latents([latents[i] for i in levels]).double().cpu()
 
 
@@ -87,7 +104,8 @@ def _quiet_fillers(
     zero and decoded: public inputs with almost nothing to clip, beside which a clip over the
     batch lets an audited image through unclipped."""
     device = next(flow.parameters()).device
-    latents = flow.encode(to_flow_input(images.to(device)))
+    given = _zero_labels(flow, len(images), device)
+    latents = flow.encode(to_flow_input(images.to(device)), **given)
     chosen = flatten_latents([latents[i] for i in levels]).double()
     r = rows.double().to(device)
     target = (
@@ -98,15 +116,64 @@ def _quiet_fillers(
     shapes = [latents[i].shape[1:] for i in levels]
     for i, part in zip(levels, unflatten_latents(chosen.to(latents[0].dtype), shapes), strict=True):
         latents[i] = part
-    return to_uint8(flow.decode(latents)).cpu()
+    return to_uint8(flow.decode(latents, **given)).cpu()
 
 
-def _label_scores(privatizer: SubspacePrivatizer, public: torch.Tensor) -> torch.Tensor | None:
+def _label_set_sides(labels: torch.Tensor) -> torch.Tensor:
+    """[N] -1 for the public images with no finding, +1 for those with the most frequent other
+    label set (unknown entries read as absent), NaN for the rest: the two sides of a dataset
+    labeler's audit pair."""
+    known = torch.nan_to_num(labels.float(), nan=0.0)
+    sets, inverse, counts = torch.unique(known, dim=0, return_inverse=True, return_counts=True)
+    empty = sets.sum(1) == 0
+    if not empty.any() or (~empty).sum() == 0:
+        raise ValueError("the public images need one with no finding and one with a finding")
+    other = int(torch.where(empty, -1, counts).argmax())
+    sides = torch.full((len(labels),), torch.nan, dtype=torch.float64)
+    sides[inverse == int(empty.nonzero()[0])] = -1.0
+    sides[inverse == other] = 1.0
+    return sides
+
+
+def _judge_statistic(judge: ClassifierLabeler, sign: torch.Tensor) -> Statistic:
+    """The rendering classifier's log-odds summed with ``sign`` (+1 / -1 / 0 per label)."""
+
+    def statistic(images: torch.Tensor) -> torch.Tensor:
+        parts = [judge.logits(c).double().cpu() @ sign.double() for c in images.split(256)]
+        return torch.cat(parts)
+
+    return statistic
+
+
+def _log_ratio(flow, y_a: torch.Tensor, y_b: torch.Tensor) -> Statistic:
+    """log p(x | y_b) - log p(x | y_a) under a label-conditioned flow: what an attacker who holds
+    the public flow reads of the labels a release was rendered with."""
+
+    @torch.no_grad()
+    def statistic(images: torch.Tensor) -> torch.Tensor:
+        device = next(flow.parameters()).device
+        out = []
+        for chunk in images.split(256):
+            x = to_flow_input(chunk.to(device))
+            given_b, given_a = (y.to(device).expand(len(x), -1) for y in (y_b, y_a))
+            out.append((flow.log_prob(x, y=given_b) - flow.log_prob(x, y=given_a)).double().cpu())
+        return torch.cat(out)
+
+    return statistic
+
+
+def _label_scores(
+    privatizer: SubspacePrivatizer, public: torch.Tensor, labels: torch.Tensor | None
+) -> torch.Tensor | None:
     """[N] the labeler's signed margin on each public image (> 0: labelled positive; the sum
-    over labels for several), or None without a label channel."""
+    over labels for several; NaN: on neither side), or None without a label channel."""
     labeler = privatizer.labeler
     if labeler is None:
         return None
+    if isinstance(labeler, DatasetLabeler):
+        if labels is None:
+            raise ValueError("a dataset labeler's audit needs the public images' labels")
+        return _label_set_sides(labels)
     if isinstance(labeler, ClassifierLabeler):
         return torch.cat([labeler.logits(c).double().sum(1).cpu() for c in public.split(256)])
     if hasattr(labeler, "weights"):  # the latent probes: w . u - t
@@ -116,7 +183,14 @@ def _label_scores(privatizer: SubspacePrivatizer, public: torch.Tensor) -> torch
     raise ValueError(f"no audit pair for the labeler {labeler.description}")
 
 
-def subspace_pair(privatizer: SubspacePrivatizer, public: torch.Tensor, fillers: int) -> AuditPair:
+def subspace_pair(
+    privatizer: SubspacePrivatizer,
+    public: torch.Tensor,
+    fillers: int,
+    labels: torch.Tensor | None = None,
+) -> AuditPair:
+    """See the module docstring; ``labels`` ``[N, m]``: the public images' labels in the order
+    of the privatizer's ``label_names`` (needed with a dataset labeler)."""
     flow = privatizer.flow
     statistics: dict[str, Statistic] = {
         # the released labels and directions are rendered along the basis: re-encode, project
@@ -133,7 +207,7 @@ def subspace_pair(privatizer: SubspacePrivatizer, public: torch.Tensor, fillers:
         levels, rows, bound = privatizer.levels, privatizer.matrix, privatizer.mechanism
         center = privatizer.center
     description: dict[str, Any] = {"privatizer": privatizer.name}
-    scores = _label_scores(privatizer, public)
+    scores = _label_scores(privatizer, public, labels)
     candidates = torch.arange(len(public))
     negatives = positives = candidates
     if scores is not None:
@@ -167,16 +241,36 @@ def subspace_pair(privatizer: SubspacePrivatizer, public: torch.Tensor, fillers:
     if scores is not None:
         description["label_scores"] = [float(scores[i]), float(scores[j])]
     # quiet fillers: the smallest statistics before clipping (after it, all may tie at R)
-    norms = a.abs().sum(1) if bounded is not None else -scores.abs()
-    quiet = _quietest(norms, public, fillers)
+    norms = a.abs().sum(1) if bounded is not None else -torch.nan_to_num(scores).abs()
+    order = norms.argsort()[:fillers]
+    quiet = public[order]
     if bounded is not None:
         quiet = _quiet_fillers(flow, levels, rows, center, quiet)
+    pair_labels = None
+    if isinstance(privatizer.labeler, DatasetLabeler):
+        pair_labels = {
+            "names": list(privatizer.label_names),
+            "a": labels[i : i + 1],
+            "b": labels[j : j + 1],
+            "fillers": labels[order],
+        }
+        description["labels"] = {
+            side: [n for n, v in zip(privatizer.label_names, labels[k], strict=True) if v == 1]
+            for side, k in (("a", i), ("b", j))
+        }
+        if privatizer.judge is not None:
+            sign = torch.nan_to_num(labels[j] - labels[i]).sign()
+            statistics["render_classifier_logit"] = _judge_statistic(privatizer.judge, sign)
+        if privatizer.conditional:  # its conditions are the released labels, in this order
+            y_a, y_b = (labels[k : k + 1].nan_to_num(0.0).float() for k in (i, j))
+            statistics["conditional_log_ratio"] = _log_ratio(flow, y_a, y_b)
     return AuditPair(
         a=public[i : i + 1].clone(),
         b=public[j : j + 1].clone(),
         fillers=quiet,
         description=description,
         statistics=statistics,
+        labels=pair_labels,
     )
 
 
@@ -221,11 +315,19 @@ def pixel_pair(privatizer: ImagePrivatizer, public: torch.Tensor, fillers: int) 
     )
 
 
-def choose_pair(privatizer: Privatizer, public: torch.Tensor, *, fillers: int) -> AuditPair:
-    """The audit pair for ``privatizer`` (see the module docstring), among ``public`` images."""
+def choose_pair(
+    privatizer: Privatizer,
+    public: torch.Tensor,
+    *,
+    fillers: int,
+    labels: torch.Tensor | None = None,
+) -> AuditPair:
+    """The audit pair for ``privatizer`` (see the module docstring), among ``public`` images
+    (``labels``: theirs, in the order of the privatizer's ``label_names``; a dataset labeler's
+    pair needs them)."""
     inner = getattr(privatizer, "inner", privatizer)  # a refined release: audit through it
     if isinstance(inner, SubspacePrivatizer):
-        return subspace_pair(inner, public, fillers)
+        return subspace_pair(inner, public, fillers, labels)
     if isinstance(inner, DPGlowPrivatizer):
         return dpglow_pair(inner, public, fillers)
     if isinstance(inner, ImagePrivatizer):

@@ -20,6 +20,7 @@ from dpglow.data.sources import (
     MedMNISTSource,
     NIHSource,
     PediatricSource,
+    TableSource,
 )
 from dpglow.data.splits import make_splits
 
@@ -37,6 +38,7 @@ __all__ = [
     "NIHSource",
     "PediatricSource",
     "RandomZoom",
+    "TableSource",
     "default_data_dir",
     "make_splits",
     "read_image",

@@ -12,7 +12,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dpglow.flow import load_flow
-from dpglow.utils.discovery import find_latest, run_dir_of
+from dpglow.privatizers.labelers import fill_dataset_source
+from dpglow.utils.discovery import MissingCheckpointError, find_latest, run_dir_of
 
 log = logging.getLogger(__name__)
 
@@ -60,24 +61,40 @@ def evaluation_classifier(cfg: DictConfig, pathologies: list[str]) -> tuple[Any,
 
 
 def labeler_runs(cfg: DictConfig) -> dict[str, Path | None]:
-    """``{"labeler": run folder}`` when the privatizer labels images with a release classifier
-    (``privacy.labeler.kind=classifier`` and a label budget), else ``{}``. A missing
-    ``privacy.labeler.ckpt_path`` is filled with the newest release classifier on this data."""
+    """The run folders of the release classifiers the privatizer uses: ``{"labeler": ...}`` when
+    it labels images with one (``privacy.labeler.kind=classifier`` and a label budget; a missing
+    ``privacy.labeler.ckpt_path`` is filled with the newest release classifier on this data), and
+    ``{"render_classifier": ...}`` when one rates its rendering candidates (with the data holder's
+    own labels, ``kind=dataset``, a missing ``privacy.render.classifier`` is filled the same way
+    when there is one), else ``{}``."""
     labeler = cfg.privacy.get("labeler") or {}
-    if labeler.get("kind") == "dataset" and not labeler.get("source"):
-        # the evaluated data's own label table
-        source = OmegaConf.to_container(cfg.data.source, resolve=True)
-        source.pop("_partial_", None)
-        with open_dict(cfg):
-            labeler.source = source
-    if labeler.get("kind") != "classifier" or float(cfg.privacy.get("label_fraction", 0)) <= 0:
+    if float(cfg.privacy.get("label_fraction", 0) or 0) <= 0:
         return {}
+    if labeler.get("kind") == "dataset":
+        fill_dataset_source(cfg)  # the evaluated data's own label table
+        render = cfg.privacy.get("render")
+        if render is not None and "classifier" in render and not render.classifier:
+            try:
+                found = newest(
+                    cfg, "train_release_classifier", "test/auc_mean", "render classifier"
+                )
+            except MissingCheckpointError:
+                log.info("no release classifier for this data: rendering without selection")
+                return {}
+            with open_dict(cfg):
+                render.classifier = str(found)
+    runs = {}
+    render_classifier = OmegaConf.select(cfg, "privacy.render.classifier")
+    if render_classifier:
+        runs["render_classifier"] = run_dir_of(render_classifier)
+    if labeler.get("kind") != "classifier":
+        return runs
     if not labeler.get("ckpt_path"):
         with open_dict(cfg):
             labeler.ckpt_path = str(
                 newest(cfg, "train_release_classifier", "test/auc_mean", "labeler")
             )
-    return {"labeler": run_dir_of(labeler.ckpt_path)}
+    return {**runs, "labeler": run_dir_of(labeler.ckpt_path)}
 
 
 def predict_trainer(cfg: DictConfig) -> Any:

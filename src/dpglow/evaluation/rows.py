@@ -51,12 +51,16 @@ def settings_columns(description: Mapping[str, Any], flow_info: Mapping[str, Any
     return row
 
 
+# The records of the label mechanisms (one label; several as one label set).
+LABEL_MECHANISMS = ("randomized_response", "label_set_response")
+
+
 def epsilon_split(record: Mapping[str, Any]) -> tuple[float, float]:
     """(epsilon the labels received, epsilon the latents or pixels received) per image."""
     parts = record.get("parts") or {}
     if not parts:
         eps = record["epsilon_per_image"]
-        return (eps, 0.0) if record["mechanism"] == "randomized_response" else (0.0, eps)
+        return (eps, 0.0) if record["mechanism"] in LABEL_MECHANISMS else (0.0, eps)
     share = {name: part["epsilon_per_image"] for name, part in parts.items()}
     return share.get("labels", 0.0), share.get("latent", 0.0)
 
@@ -84,6 +88,15 @@ def u1_columns(orig_scores, priv_scores, labels, names: Sequence[str]) -> dict[s
         row[f"u1/auc_priv_{name}"] = auc_p[name]
         row[f"u1/retention_{name}"] = M.auc_retention(auc_p[name], auc_o[name])
     return row
+
+
+def recovery_columns(orig_logits, priv_logits, labels, names: Sequence[str]) -> dict[str, float]:
+    """Recovery: the AUC of the release's own public classifier (the one that rated its rendering
+    candidates) against the true labels, on the originals and on the released images, mean and per
+    label (the columns of :func:`u1_columns`, prefixed ``recovery/``). On originals it is the most
+    that classifier reads of the labels; on releases, how much of it survives the release."""
+    row = u1_columns(orig_logits, priv_logits, labels, names)
+    return {"recovery/" + key.removeprefix("u1/"): value for key, value in row.items()}
 
 
 def p1_columns(private, original, priv_emb, orig_emb, ks: Sequence[int]) -> dict[str, float]:

@@ -38,7 +38,12 @@ from dpglow.evaluation.models import (
 )
 from dpglow.evaluation.outputs import log_row, write_job
 from dpglow.evaluation.realism import prior_samples, realism_columns
-from dpglow.evaluation.rows import evaluation_row, originals_p2, settings_columns
+from dpglow.evaluation.rows import (
+    evaluation_row,
+    originals_p2,
+    recovery_columns,
+    settings_columns,
+)
 from dpglow.evaluation.shards import per_image_pass, privatize_in_batches
 from dpglow.evaluation.sweep_cache import cache_keys
 from dpglow.evaluation.utility import u2
@@ -176,10 +181,31 @@ def _more_releases(cfg: DictConfig, job: _Job, device) -> list:
     return out
 
 
+@torch.no_grad()
+def _recovery(job: _Job, released: torch.Tensor, device) -> dict[str, float]:
+    """The recovery columns (:func:`~dpglow.evaluation.rows.recovery_columns`) when a public
+    release classifier rated the rendering candidates, else none."""
+    inner = getattr(job.privatizer, "inner", job.privatizer)
+    judge = getattr(inner, "judge", None)
+    names = [n for n in getattr(inner, "label_names", []) if n in job.images.pathologies]
+    if judge is None or not names:
+        return {}
+    judge.to(device)
+    columns = [inner.label_names.index(n) for n in names]
+
+    def logits(images: torch.Tensor) -> torch.Tensor:
+        parts = [judge.logits(chunk.to(device)).cpu() for chunk in images.split(256)]
+        return torch.cat(parts)[:, columns]
+
+    labels = job.images.labels[:, [job.images.pathologies.index(n) for n in names]]
+    return recovery_columns(logits(job.images.images), logits(released), labels, names)
+
+
 def _rank_zero_columns(cfg: DictConfig, job: _Job, merged, device, cache_dir) -> dict[str, Any]:
-    """The columns computed on rank 0 alone: realism (``eval.realism``) and U2
+    """The columns computed on rank 0 alone: recovery (the rendering classifier's AUC on the
+    originals and the releases), realism (``eval.realism``) and U2
     (``eval.train_on_privatized``)."""
-    row: dict[str, Any] = {}
+    row: dict[str, Any] = _recovery(job, merged["released"], device)
     if cfg.eval.realism:
         row.update(_realism(cfg, job, merged["released"], device, cache_dir))
     if cfg.eval.train_on_privatized:

@@ -28,13 +28,15 @@ def decoder_energy(
     probes: int = 8,
     batch_size: int = 32,
     seed: int = 0,
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """M = mean over the images and probes of (J^T r)(J^T r)^T, float64 [d, d].
 
     ``latents`` [N, D]: every level's flattened latents of public images (as
     :func:`~dpglow.privatizers.fit.training_latents` returns them); J is taken with respect to
     the flattened latents of ``levels`` (d of the D elements), the other levels held at the
-    images' own values.
+    images' own values. A conditional flow decodes each image with its own ``labels``
+    ([N, m], unknown = 0), the labels its latents were encoded with.
     """
     shapes = flow.latent_shapes
     sizes = [int(torch.Size(s).numel()) for s in shapes]
@@ -47,9 +49,15 @@ def decoder_energy(
     count = 0
     for start in range(0, len(latents), batch_size):
         chunk = latents[start : start + batch_size].to(device)
+        given = {}
+        if int(getattr(flow, "num_conditions", 0) or 0) > 0:
+            if labels is None:
+                raise ValueError("a conditional flow's decoder energy needs the images' labels")
+            given = {"y": labels[start : start + batch_size].nan_to_num(0.0).to(device)}
         for _ in range(probes):
             chosen = chunk[:, columns].clone().requires_grad_(True)
-            x = flow.decode(unflatten_latents(chunk.index_copy(1, columns, chosen), shapes))
+            u = unflatten_latents(chunk.index_copy(1, columns, chosen), shapes)
+            x = flow.decode(u, **given)
             r = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
             (grad,) = torch.autograd.grad((x * r).sum(), chosen)
             g = grad.double().cpu()

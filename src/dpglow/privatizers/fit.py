@@ -97,7 +97,9 @@ def fit_and_save(
     columns = torch.cat([torch.arange(offsets[i], offsets[i + 1]) for i in chosen])
     if kind == "energy":
         count = min(len(latents), ENERGY_IMAGES)
-        energy = decoder_energy(flow, latents[:count], levels=chosen)
+        energy = decoder_energy(
+            flow, latents[:count], levels=chosen, labels=train.labels[:count].float()
+        )
         rows, values = energy_directions(energy, min(int(k), len(columns)))
         basis = energy_basis(
             rows,

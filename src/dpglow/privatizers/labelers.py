@@ -138,6 +138,20 @@ class DatasetLabeler:
         return torch.stack([self._lookup(str(n)) for n in names]).to(images.device)
 
 
+def fill_dataset_source(cfg: Any) -> None:
+    """With ``privacy.labeler.kind=dataset`` and no ``privacy.labeler.source``, read the labels
+    from the task's own data (``cfg.data.source``): the evaluated or audited dataset's table."""
+    from omegaconf import OmegaConf, open_dict
+
+    labeler = cfg.privacy.get("labeler") or {}
+    if labeler.get("kind") != "dataset" or labeler.get("source") or cfg.get("data") is None:
+        return
+    source = OmegaConf.to_container(cfg.data.source, resolve=True)
+    source.pop("_partial_", None)
+    with open_dict(cfg):
+        labeler.source = source
+
+
 def build_labeler(spec: Mapping[str, Any], *, basis: Basis, names: Sequence[str]):
     kind = spec.get("kind")
     if kind == "probe":

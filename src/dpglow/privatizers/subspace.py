@@ -30,7 +30,8 @@ For an image x with standardised latent u (the basis' levels, flattened, d eleme
    v ~ N(0, T^2 I_d) fresh, the other levels fresh N(0, T_o^2) draws (T_o =
    ``other_levels_temperature``, by default T), the detail channel's estimate spliced into its
    span, decoded (a conditional flow decodes with the released labels); the first candidate the
-   public labeler reads as the released labels, with no saturated patch, is released.
+   public classifier (the labeler when it is a release classifier, else ``render.classifier``)
+   reads as the released labels, with no saturated patch, is released.
 
 Per-image epsilon = epsilon_label + epsilon_latent = epsilon (basic composition; the record holds
 both parts). ``max_label_epsilon`` caps epsilon_label: beyond a few units randomized response
@@ -119,7 +120,9 @@ class SubspacePrivatizer(Privatizer):
             else check_temperature(other_levels_temperature)
         )
         self.postprocess = postprocess
-        self.renderer = Renderer(**(render or {}))
+        render = dict(render or {})
+        render_classifier = render.pop("classifier", None)
+        self.renderer = Renderer(**render)
         self.label_fraction = check_fraction(label_fraction)
         self.epsilon = float(epsilon)
         self.conditional = int(getattr(flow, "num_conditions", 0) or 0) > 0
@@ -136,6 +139,7 @@ class SubspacePrivatizer(Privatizer):
         self._latent_part(eps_latent, mechanism, detail, flow_info)
         self._label_part(eps_label, labels, labeler, label_sets, flow_info)
         self._prior_labels = self._training_labels()
+        self.judge = self._judge(render_classifier)
 
     # ------------------------------------------------------------------ set-up
 
@@ -187,6 +191,18 @@ class SubspacePrivatizer(Privatizer):
                 "several labels are released as one label set: use a released_label_* "
                 f"postprocess, not {self.postprocess!r}"
             )
+
+    def _judge(self, ckpt_path: str | None) -> ClassifierLabeler | None:
+        """The public classifier that rates rendering candidates: ``render.classifier`` (a
+        release classifier checkpoint, for labelers that are not one: the data holder's own
+        labels, the probes), else the labeler when it is a classifier, else none."""
+        if ckpt_path:
+            if self.labeler is None:
+                raise ValueError(
+                    "privacy.render.classifier rates released labels: none are released"
+                )
+            return ClassifierLabeler(ckpt_path=ckpt_path, names=self.label_names)
+        return self.labeler if isinstance(self.labeler, ClassifierLabeler) else None
 
     def _label_names(self, flow_info: Mapping[str, Any] | None, kind: str) -> list[str]:
         """The released labels: a conditional flow's conditions; with the data holder's own
@@ -242,6 +258,8 @@ class SubspacePrivatizer(Privatizer):
             "temperature": self.temperature,
             "other_levels_temperature": self.other_levels_temperature,
             **self.renderer.describe(),
+            "render_classifier": getattr(self.judge, "path", None),
+            "render_classifier_sha256": getattr(self.judge, "sha256", None),
             **(self.detail.describe() if self.detail is not None else {}),
         }
         if self.mechanism is not None:
@@ -259,6 +277,8 @@ class SubspacePrivatizer(Privatizer):
         parts = {"flow": self.flow}
         if isinstance(self.labeler, torch.nn.Module):
             parts["labeler"] = self.labeler
+        if self.judge is not None and self.judge is not self.labeler:
+            parts["render_classifier"] = self.judge
         return parts
 
     # ------------------------------------------------------------------ release
@@ -368,6 +388,6 @@ class SubspacePrivatizer(Privatizer):
             return to_uint8(self.flow.decode(out, **given), n_bits=self.n_bits)
 
         labels = None
-        if isinstance(self.labeler, ClassifierLabeler) and noisy_y is not None:
-            labels = ReleasedLabels(self.labeler.logits, noisy_y, self.renderer.margin)
+        if self.judge is not None and noisy_y is not None:
+            labels = ReleasedLabels(self.judge.logits, noisy_y, self.renderer.margin)
         return self.renderer(len(images), draw=draw, labels=labels, generator=generator)

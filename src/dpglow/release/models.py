@@ -37,23 +37,48 @@ def find_flow(cfg: DictConfig) -> None:
         cfg.flow.ckpt_path = str(found.checkpoint)
 
 
+def _newest_release_classifier(cfg: DictConfig):
+    run = run_dir_of(cfg.flow.ckpt_path)
+    target, root = data_of(run) if run is not None else (None, None)
+    return find_latest(
+        "train_release_classifier", log_dir=cfg.paths.log_dir, data_target=target, data_root=root
+    )
+
+
+def find_render_classifier(cfg: DictConfig) -> None:
+    """With the data holder's own labels (``labeler.kind=dataset``), fill the classifier that
+    rates rendering candidates (``privacy.render.classifier``) with the newest release classifier
+    trained on the flow's data; without one, the releases are rendered without selection."""
+    labeler, render = cfg.privacy.get("labeler"), cfg.privacy.get("render")
+    if not labeler or labeler.get("kind") != "dataset" or render is None:
+        return
+    if "classifier" not in render or render.classifier:
+        return
+    run = run_dir_of(cfg.flow.ckpt_path)
+    if run is None or data_of(run)[0] is None:
+        log.info("the flow's training data is not recorded: rendering without selection")
+        return
+    try:
+        found = _newest_release_classifier(cfg)
+    except MissingCheckpointError:
+        log.info("no release classifier for the flow's data: rendering without selection")
+        return
+    log.info("render classifier: the newest release classifier, %s", found.checkpoint)
+    with open_dict(cfg):
+        render.classifier = str(found.checkpoint)
+
+
 def find_labeler(cfg: DictConfig) -> None:
     """Fill the label channel's release classifier with the newest one trained on the flow's
     data; without one, fall back to the latent probes (and say how to train a classifier)."""
     labeler = cfg.privacy.get("labeler")
-    if not labeler or labeler.get("kind") != "classifier" or labeler.get("ckpt_path"):
-        return
     if float(cfg.privacy.get("label_fraction") or 0) <= 0:
         return
-    run = run_dir_of(cfg.flow.ckpt_path)
-    target, root = data_of(run) if run is not None else (None, None)
+    find_render_classifier(cfg)
+    if not labeler or labeler.get("kind") != "classifier" or labeler.get("ckpt_path"):
+        return
     try:
-        found = find_latest(
-            "train_release_classifier",
-            log_dir=cfg.paths.log_dir,
-            data_target=target,
-            data_root=root,
-        )
+        found = _newest_release_classifier(cfg)
     except MissingCheckpointError:
         log.warning(
             "no release classifier for the flow's data under %s: the labels come from the "

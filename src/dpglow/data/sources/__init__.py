@@ -15,7 +15,7 @@ torchxrayvision in tests/data.
 
 from dpglow.data.sources.base import SPLIT_NAMES, RecordSource, labels_from_findings, read_label_csv
 from dpglow.data.sources.chexpert import CHEXPERT_PATHOLOGIES, CheXpertSource
-from dpglow.data.sources.folders import FolderSource, PediatricSource
+from dpglow.data.sources.folders import FolderSource, PediatricSource, TableSource
 from dpglow.data.sources.medmnist import CHESTMNIST_PATHOLOGIES, MedMNISTSource
 from dpglow.data.sources.nih import NIH_PATHOLOGIES, NIHSource
 
@@ -30,6 +30,7 @@ __all__ = [
     "NIHSource",
     "PediatricSource",
     "RecordSource",
+    "TableSource",
     "labels_from_findings",
     "read_label_csv",
 ]
