@@ -183,6 +183,33 @@ def _label_scores(
     raise ValueError(f"no audit pair for the labeler {labeler.description}")
 
 
+def _dataset_pair_labels(
+    privatizer: SubspacePrivatizer,
+    labels: torch.Tensor,
+    pair: tuple[int, int],
+    fillers: torch.Tensor,
+    statistics: dict[str, Statistic],
+) -> dict[str, Any]:
+    """A dataset labeler's pair: the label rows the audit writes into its inputs' label table
+    (``a``, ``b``, ``fillers``), and the statistics that read labels from a release (added to
+    ``statistics``): the render classifier's log-odds along the labels that differ, and for a
+    conditional flow (whose conditions are the released labels, in this order) the likelihood
+    ratio of the pair's labels."""
+    i, j = pair
+    if privatizer.judge is not None:
+        sign = torch.nan_to_num(labels[j] - labels[i]).sign()
+        statistics["render_classifier_logit"] = _judge_statistic(privatizer.judge, sign)
+    if privatizer.conditional:
+        y_a, y_b = (labels[k : k + 1].nan_to_num(0.0).float() for k in (i, j))
+        statistics["conditional_log_ratio"] = _log_ratio(privatizer.flow, y_a, y_b)
+    return {
+        "names": list(privatizer.label_names),
+        "a": labels[i : i + 1],
+        "b": labels[j : j + 1],
+        "fillers": labels[fillers],
+    }
+
+
 def subspace_pair(
     privatizer: SubspacePrivatizer,
     public: torch.Tensor,
@@ -248,22 +275,13 @@ def subspace_pair(
         quiet = _quiet_fillers(flow, levels, rows, center, quiet)
     pair_labels = None
     if isinstance(privatizer.labeler, DatasetLabeler):
-        pair_labels = {
-            "names": list(privatizer.label_names),
-            "a": labels[i : i + 1],
-            "b": labels[j : j + 1],
-            "fillers": labels[order],
-        }
+        pair_labels = _dataset_pair_labels(privatizer, labels, (i, j), order, statistics)
         description["labels"] = {
-            side: [n for n, v in zip(privatizer.label_names, labels[k], strict=True) if v == 1]
-            for side, k in (("a", i), ("b", j))
+            side: [
+                n for n, v in zip(pair_labels["names"], pair_labels[side][0], strict=True) if v == 1
+            ]
+            for side in ("a", "b")
         }
-        if privatizer.judge is not None:
-            sign = torch.nan_to_num(labels[j] - labels[i]).sign()
-            statistics["render_classifier_logit"] = _judge_statistic(privatizer.judge, sign)
-        if privatizer.conditional:  # its conditions are the released labels, in this order
-            y_a, y_b = (labels[k : k + 1].nan_to_num(0.0).float() for k in (i, j))
-            statistics["conditional_log_ratio"] = _log_ratio(flow, y_a, y_b)
     return AuditPair(
         a=public[i : i + 1].clone(),
         b=public[j : j + 1].clone(),
