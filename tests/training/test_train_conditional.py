@@ -9,9 +9,9 @@ from functools import partial
 import pytest
 import torch
 
-from dpglow.flow import Glow, architecture, load_flow, to_flow_input
+from dpglow.flow import Glow, architecture, flow_labels, load_flow, to_flow_input
 from dpglow.training import GlowModule
-from dpglow.training.conditioning import GRID_TAG, flow_labels, grid_labels
+from dpglow.training.conditioning import GRID_TAG, grid_labels
 from dpglow.training.task import train
 
 TINY = partial(Glow, image_size=16, num_levels=2, depth=1, hidden_channels=8)

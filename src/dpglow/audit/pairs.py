@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from dpglow.flow import flatten_latents, to_flow_input, to_uint8, unflatten_latents
+from dpglow.flow import flatten_latents, flow_labels, to_flow_input, to_uint8, unflatten_latents
 from dpglow.privatizers.base import Privatizer
 from dpglow.privatizers.dp_glow import DPGlowPrivatizer
 from dpglow.privatizers.labelers import ClassifierLabeler, DatasetLabeler
@@ -58,7 +58,7 @@ class AuditPair:
 def _zero_labels(flow, batch: int, device) -> dict[str, torch.Tensor]:
     """``{"y": zeros}`` for a conditional flow (any fixed public labels give an attacker a valid
     re-encoding), ``{}`` for an unconditional one."""
-    m = int(getattr(flow, "num_conditions", 0) or 0)
+    m = flow.num_conditions
     return {"y": torch.zeros(batch, m, device=device)} if m else {}
 
 
@@ -90,10 +90,10 @@ def _labeler_statistic(labeler: ClassifierLabeler) -> Statistic:
     return statistic
 
 
-def _quietest(norms: torch.Tensor, public: torch.Tensor, count: int) -> torch.Tensor:
-    """The ``count`` public images with the smallest statistic norms (they share the audited
-    images' batches: a clip over the batch would let the audited image through)."""
-    return public[norms.argsort()[:count]]
+def _quietest(norms: torch.Tensor, count: int) -> torch.Tensor:
+    """The indices of the ``count`` public images with the smallest statistic norms (they share
+    the audited images' batches: a clip over the batch would let the audited image through)."""
+    return norms.argsort()[:count]
 
 
 @torch.no_grad()
@@ -200,7 +200,7 @@ def _dataset_pair_labels(
         sign = torch.nan_to_num(labels[j] - labels[i]).sign()
         statistics["render_classifier_logit"] = _judge_statistic(privatizer.judge, sign)
     if privatizer.conditional:
-        y_a, y_b = (labels[k : k + 1].nan_to_num(0.0).float() for k in (i, j))
+        y_a, y_b = (flow_labels(labels[k : k + 1]) for k in (i, j))
         statistics["conditional_log_ratio"] = _log_ratio(privatizer.flow, y_a, y_b)
     return {
         "names": list(privatizer.label_names),
@@ -269,7 +269,7 @@ def subspace_pair(
         description["label_scores"] = [float(scores[i]), float(scores[j])]
     # quiet fillers: the smallest statistics before clipping (after it, all may tie at R)
     norms = a.abs().sum(1) if bounded is not None else -torch.nan_to_num(scores).abs()
-    order = norms.argsort()[:fillers]
+    order = _quietest(norms, fillers)
     quiet = public[order]
     if bounded is not None:
         quiet = _quiet_fillers(flow, levels, rows, center, quiet)
@@ -311,7 +311,7 @@ def dpglow_pair(privatizer: DPGlowPrivatizer, public: torch.Tensor, fillers: int
     return AuditPair(
         a=mirrored[i : i + 1].cpu().clone(),
         b=public[i : i + 1].clone(),
-        fillers=_quietest(u.abs().sum(1), public, fillers),
+        fillers=public[_quietest(u.abs().sum(1), fillers)],
         description={
             "privatizer": privatizer.name,
             "separation": float(distance[i]) / float(record.sensitivity),

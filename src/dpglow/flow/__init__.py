@@ -12,7 +12,7 @@ from dpglow.flow.checkpoint import (
     load_flow,
     read_checkpoint,
 )
-from dpglow.flow.conditioning import LabelPrior
+from dpglow.flow.conditioning import LabelPrior, flow_labels
 from dpglow.flow.coupling import AffineCoupling, ZeroConv2d
 from dpglow.flow.dequantization import VariationalDequantizer, dequantize
 from dpglow.flow.glow import Glow
@@ -39,6 +39,7 @@ __all__ = [
     "dequantize",
     "file_sha256",
     "flatten_latents",
+    "flow_labels",
     "level_slices",
     "load_dequantizer",
     "load_flow",

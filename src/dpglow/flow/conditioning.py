@@ -12,6 +12,13 @@ from torch import nn
 LOG_SCALE_BOUND = 3.0
 
 
+def flow_labels(labels: torch.Tensor) -> torch.Tensor:
+    """The label vector a conditional flow sees for a batch's ``labels`` ``[B, m]`` (1 present,
+    0 absent, NaN unknown): float32 with NaN replaced by 0, i.e. an unknown label counts as
+    absent."""
+    return torch.nan_to_num(labels.to(torch.float32), nan=0.0)
+
+
 def check_labels(y: torch.Tensor | None, *, num_conditions: int, batch_size: int) -> None:
     """Raise a ValueError unless ``y`` suits a flow conditioned on ``num_conditions`` labels.
 

@@ -15,7 +15,7 @@ import logging
 
 import torch
 
-from dpglow.flow import Glow, unflatten_latents
+from dpglow.flow import Glow, flow_labels, unflatten_latents
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,10 @@ def decoder_energy(
     for start in range(0, len(latents), batch_size):
         chunk = latents[start : start + batch_size].to(device)
         given = {}
-        if int(getattr(flow, "num_conditions", 0) or 0) > 0:
+        if flow.num_conditions:
             if labels is None:
                 raise ValueError("a conditional flow's decoder energy needs the images' labels")
-            given = {"y": labels[start : start + batch_size].nan_to_num(0.0).to(device)}
+            given = {"y": flow_labels(labels[start : start + batch_size]).to(device)}
         for _ in range(probes):
             chosen = chunk[:, columns].clone().requires_grad_(True)
             u = unflatten_latents(chunk.index_copy(1, columns, chosen), shapes)

@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dpglow.data.subsets import LabelledImages, load_split, tensor_digest
-from dpglow.flow import flatten_latents, to_flow_input
+from dpglow.flow import flatten_latents, flow_labels, to_flow_input
 from dpglow.privatizers.basis import Basis, BasisError, basis_file, energy_basis
 from dpglow.privatizers.basis import fit_basis as fit_basis_matrix
 from dpglow.privatizers.budget import split_budget
@@ -59,14 +59,12 @@ def training_latents(flow, train: LabelledImages, *, batch_size: int = 64) -> to
 
     A conditional flow encodes each image with its own training labels (unknown = 0)."""
     out = []
-    conditional = int(getattr(flow, "num_conditions", 0) or 0) > 0
     device = next(flow.parameters()).device
     for start in range(0, len(train.images), batch_size):
         x = to_flow_input(train.images[start : start + batch_size].to(device))
         kwargs = {}
-        if conditional:
-            y = train.labels[start : start + batch_size].nan_to_num(0.0).to(device)
-            kwargs = {"y": y}
+        if flow.num_conditions:
+            kwargs = {"y": flow_labels(train.labels[start : start + batch_size]).to(device)}
         out.append(flatten_latents(flow.encode(x, **kwargs)).cpu())
     return torch.cat(out)
 
@@ -97,9 +95,7 @@ def fit_and_save(
     columns = torch.cat([torch.arange(offsets[i], offsets[i + 1]) for i in chosen])
     if kind == "energy":
         count = min(len(latents), ENERGY_IMAGES)
-        energy = decoder_energy(
-            flow, latents[:count], levels=chosen, labels=train.labels[:count].float()
-        )
+        energy = decoder_energy(flow, latents[:count], levels=chosen, labels=train.labels[:count])
         rows, values = energy_directions(energy, min(int(k), len(columns)))
         basis = energy_basis(
             rows,

@@ -17,13 +17,6 @@ CONDITIONS = ("none", "labels")
 GRID_TAG = "labels-zero-onehot"
 
 
-def flow_labels(labels: torch.Tensor) -> torch.Tensor:
-    """The label vector a conditional flow sees for a batch's ``labels`` ``[B, m]`` (1 present,
-    0 absent, NaN unknown): float32 with NaN replaced by 0, i.e. an unknown label counts as
-    absent."""
-    return torch.nan_to_num(labels.to(torch.float32), nan=0.0)
-
-
 def grid_labels(num_samples: int, num_conditions: int, device: torch.device | str) -> torch.Tensor:
     """``[num_samples, m]``: row ``2k`` all zeros, row ``2k + 1`` the one-hot vector of
     pathology ``k mod m``."""

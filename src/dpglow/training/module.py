@@ -18,12 +18,12 @@ from dpglow.flow import (
     VariationalDequantizer,
     bits_per_dim,
     dequantize,
+    flow_labels,
     to_flow_input,
 )
 from dpglow.training.conditioning import (
     CONDITIONS,
     GRID_TAG,
-    flow_labels,
     grid_caption,
     label_grid_samples,
 )
@@ -110,7 +110,7 @@ class GlowModule(pl.LightningModule):
         return self._noise
 
     def labels(self, batch: dict) -> torch.Tensor | None:
-        """The flow's label vector for ``batch`` (:func:`~dpglow.training.conditioning.flow_labels`
+        """The flow's label vector for ``batch`` (:func:`~dpglow.flow.flow_labels`
         of ``batch["labels"]``), or None for an unconditional flow."""
         if not self.net.num_conditions:
             return None

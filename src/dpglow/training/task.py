@@ -19,11 +19,11 @@ from dpglow.flow import (
     CHECKPOINT_KEY,
     architecture,
     check_architecture,
+    flow_labels,
     read_checkpoint,
     to_flow_input,
 )
 from dpglow.training.callbacks import StepTimer
-from dpglow.training.conditioning import flow_labels
 from dpglow.training.module import GlowModule
 from dpglow.utils.deprecation import renamed_key
 from dpglow.utils.instantiate import instantiate_callbacks, instantiate_loggers
