@@ -82,7 +82,26 @@ def test_renderer_settings_are_validated_and_described() -> None:
         "render_candidates": 3,
         "render_margin": 1.5,
         "render_redraw_saturated": True,
+        "render_guidance": 1.0,
     }
-    for bad in ({"candidates": 0}, {"candidates": 2.0}, {"margin": 0}, {"margin": "2"}):
+    bad_settings = (
+        {"candidates": 0},
+        {"candidates": 2.0},
+        {"margin": 0},
+        {"margin": "2"},
+        {"guidance": 0.5},
+        {"guidance": True},
+    )
+    for bad in bad_settings:
         with pytest.raises(ValueError, match="render"):
             Renderer(**bad)
+
+
+def test_guidance_scales_the_estimate_away_from_the_centre() -> None:
+    estimate = torch.tensor([[-2.0, 1.0], [0.5, 3.0]])
+    center = torch.tensor([-1.0, 1.0])
+    assert torch.equal(Renderer().guide(estimate, center), estimate)
+    guided = Renderer(guidance=2.0).guide(estimate, center)
+    assert torch.allclose(guided, torch.tensor([[-3.0, 1.0], [2.0, 5.0]]))
+    # the centre is a fixed point; distances from it grow by the factor
+    assert torch.allclose((guided - center).abs(), 2 * (estimate - center).abs())

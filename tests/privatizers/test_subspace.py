@@ -233,6 +233,56 @@ def test_label_channel_composes_and_renders(fitted, xray_batch):
         assert float(est[row, 0]) == pytest.approx(float(a[y == label].mean()), rel=1e-4)
 
 
+def test_a_label_release_renders_the_guided_estimate_without_encoding(
+    fitted, xray_batch, monkeypatch
+):
+    """Labels alone, by a labeler that reads the image (not the latents): the image is never
+    encoded, and each candidate's projection on the label direction is c + s (a^ - c) for
+    guidance s, a^ the public mean of the released class."""
+    flow, info = fitted
+    root = OmegaConf.create({"epsilon": 3.0})
+    root.privacy = OmegaConf.load("conf/privacy/label_channel.yaml")
+    OmegaConf.update(root, "privacy.labeler.kind", "probe")
+    OmegaConf.update(root, "privacy.render", {"candidates": 1, "guidance": 2.5})
+    privatizer = build_privatizer(root.privacy, flow=flow, flow_info=info, temperature=1.0)
+
+    class ImageLabeler:  # stands for the release classifier: a function of the pixels
+        reads_latents = False
+
+        def __call__(self, images, latents, names):
+            assert latents is None
+            return (torch.arange(len(images)) % 2).float()[:, None]
+
+    released = []
+    mechanism = privatizer.label_mechanism
+
+    class Recorded:
+        flip_probabilities = mechanism.flip_probabilities
+
+        def __call__(self, y, **kwargs):
+            out = mechanism(y, **kwargs)
+            released.append(out[0])
+            return out
+
+    privatizer.labeler, privatizer.label_mechanism = ImageLabeler(), Recorded()
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("a release of labels alone encoded the image")
+
+    monkeypatch.setattr(flow, "encode", no_encoding)
+    latents = _captured_latents(privatizer, xray_batch[:6], 3, monkeypatch)
+    got = flatten_latents([latents[i] for i in privatizer.levels]) @ privatizer.matrix.T
+    a_hat = privatizer._estimate(None, released[0], None, "cpu")
+    expected = privatizer.center + 2.5 * (a_hat - privatizer.center)
+    assert torch.allclose(got, expected, atol=1e-4)
+    # the two released classes land 2.5 times further apart than their public means
+    ones, zeros = released[0][:, 0] == 1, released[0][:, 0] == 0
+    assert ones.any() and zeros.any()
+    gap = float(got[ones, 0].mean() - got[zeros, 0].mean())
+    public_gap = float(a_hat[ones, 0].mean() - a_hat[zeros, 0].mean())
+    assert gap == pytest.approx(2.5 * public_gap, rel=1e-4)
+
+
 def test_missing_basis_names_the_command(trained_ckpt):
     flow, info = load_flow(trained_ckpt)
     with pytest.raises(BasisError, match=r"fit_basis\.py"):

@@ -58,7 +58,9 @@ def release_row(
         "flow": (checkpoint or {}).get("path"),
     }
     describe = privatizer.describe()
-    for key in ("render_candidates", "temperature", "other_levels_temperature", "labeler"):
+    keys = ("render_candidates", "render_margin", "render_guidance", "temperature",
+            "other_levels_temperature", "labeler")  # fmt: skip
+    for key in keys:
         if key in describe:
             row[key] = describe[key]
     log.info("release throughput: %s", row)

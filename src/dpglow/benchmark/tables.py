@@ -97,8 +97,9 @@ def write_release_table(rows: list[dict[str, Any]], *, out_dir: Path) -> str:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    shown = [c for c in ("release", "privatizer", "epsilon", "render_candidates", "images",
-                         "batch", "threads", "images_per_s") if c in columns]  # fmt: skip
+    shown = [c for c in ("release", "privatizer", "epsilon", "render_candidates", "render_margin",
+                         "render_guidance", "images", "batch", "threads", "images_per_s")
+             if c in columns]  # fmt: skip
     table = markdown_table(rows, columns=shown, fmt=_cell)
     (out_dir / "release.md").write_text(table + "\n")
     return table

@@ -31,6 +31,7 @@ SERIES_KEYS = (
     "radius", "basis", "k", "label_fraction", "labeler", "flow_depth", "flow_hidden_channels",
     "flow_ckpt", "refiner", "classifier", "data", "shift", "shift_value", "shift_positive_fraction",
     "shift_data", "render", "render_candidates", "render_margin",
+    "render_guidance",
 )  # fmt: skip
 MD_COLUMNS = (
     ("mechanism", "mechanism"), ("series", "setting"), ("epsilon_per_image", "eps/image"),

@@ -36,6 +36,8 @@ UNKNOWN = ("negative", "positive")
 class ProbeLabeler:
     """``y_j = [w_j . u > t_j]`` on the flattened latents of the basis' levels."""
 
+    reads_latents = True
+
     def __init__(self, *, basis: Basis, names: Sequence[str]) -> None:
         missing = [n for n in names if n not in basis.probe_pathologies]
         if missing:
@@ -61,6 +63,8 @@ class ProbeLabeler:
 
 class ClassifierLabeler(torch.nn.Module):
     """``y_j = [logit_j > t_j]`` of a dpglow classifier checkpoint (t_j: its decision logits)."""
+
+    reads_latents = False
 
     def __init__(self, *, ckpt_path: str | Path, names: Sequence[str]) -> None:
         super().__init__()
@@ -97,6 +101,8 @@ class DatasetLabeler:
     RecordSource`) lists the dataset's images and labels; an image is matched by its file name
     (the last path component, which NIH and CheXpert keep unique within a dataset, or by its
     full relative path where names repeat), unknown labels become ``unknown``."""
+
+    reads_latents = False
 
     def __init__(self, *, source: Any, names: Sequence[str], unknown: str = "negative") -> None:
         if unknown not in UNKNOWN:

@@ -341,17 +341,20 @@ class SubspacePrivatizer(Privatizer):
     ) -> torch.Tensor:
         check_images(images, self.flow.image_size)
         x = to_flow_input(images, n_bits=self.n_bits)
-        # An unconditional flow encodes first (the probe labeler reads its latents); a conditional
-        # one encodes with the released labels.
-        latents = None if self.conditional else self.flow.encode(x)
+        # The image's latents are needed only by the probe labeler and by a latent mechanism or
+        # the detail channel; a release of labels alone never encodes (it costs one pass of the
+        # flow). An unconditional flow encodes before the labeler (the probe reads its latents);
+        # a conditional one encodes with the released labels.
+        reads = getattr(self.labeler, "reads_latents", False) and not self.conditional
+        latents = self.flow.encode(x) if reads else None
         noisy_y = None
         if self.labeler is not None:
             y = self.labeler(images, latents, names)
             noisy_y, _ = self.label_mechanism(y, generator=generator, noise_source=noise_source)
         cond = {"y": noisy_y} if self.conditional else {}
-        if latents is None:
+        if latents is None and (self.mechanism is not None or self.detail is not None):
             latents = self.flow.encode(x, **cond)
-        device, dtype = x.device, latents[0].dtype
+        device, dtype = x.device, x.dtype
         matrix = self.matrix.to(device, dtype)
         noisy_a = None
         if self.mechanism is not None:
@@ -359,6 +362,7 @@ class SubspacePrivatizer(Privatizer):
             a = a - self.center.to(device, dtype)
             noisy_a, _ = self.mechanism(a, generator=generator, noise_source=noise_source)
         a_hat = self._estimate(noisy_a, noisy_y, generator, device).to(dtype)
+        a_hat = self.renderer.guide(a_hat, self.center.to(device, dtype))
         detail = None
         if self.detail is not None:
             flat = flatten_latents([latents[i] for i in self.detail.levels])
