@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dpglow.privatizers.render import ReleasedLabels, Renderer, consistency
+from dpglow.privatizers.render import MAX_ROUND, ReleasedLabels, Renderer, consistency
 
 
 class FakeDraws:
@@ -40,14 +40,16 @@ def test_consistency_signs_caps_and_skips_unreleased() -> None:
     assert consistency(logits, released, margin=2.0).tolist() == [3.0, -4.0]
 
 
-def test_the_first_acceptable_draw_is_kept_and_rounds_double() -> None:
-    fake = FakeDraws({0: 5.0, 4: 5.0, 5: 5.0})
+def test_the_first_acceptable_draw_is_kept_in_rounds_of_at_most_two() -> None:
+    fake = FakeDraws({0: 5.0, 4: 5.0, 8: 5.0})
     labels = ReleasedLabels(fake.logits, torch.ones(3, 1), 2.0)
     out = Renderer(candidates=8)(3, draw=fake.draw, labels=labels, generator=None)
     # round 1 (one draw each): 0, 1, 2, and image 0 accepts 0; round 2 (two each, for images 1
-    # and 2): 3, 4 and 5, 6; each takes its first acceptable draw and stops
-    assert fake.images_of == {0: [0], 1: [1, 3, 4], 2: [2, 5, 6]}
-    assert out[:, 0, 8, 8].tolist() == [0, 4, 5]
+    # and 2): 3, 4 and 5, 6, image 1 accepts 4; round 3 (two, not four, for image 2): 7, 8
+    assert MAX_ROUND == 2
+    assert fake.images_of == {0: [0], 1: [1, 3, 4], 2: [2, 5, 6, 7, 8]}
+    assert fake.count == 9
+    assert out[:, 0, 8, 8].tolist() == [0, 4, 8]
 
 
 def test_no_acceptable_draw_gives_the_most_consistent_and_stops_at_the_budget() -> None:
