@@ -19,6 +19,7 @@ from dpglow.evaluation.inputs import LeakageError, check_no_leakage
 from dpglow.evaluation.report import NoRowsError, build_report, load_rows
 from dpglow.evaluation.rows import p2_columns
 from dpglow.evaluation.task import evaluate
+from dpglow.metrics import ldp_auc_ceiling
 from dpglow.utils.discovery import MissingCheckpointError, find_latest
 from evaluation.conftest import DATA
 
@@ -354,6 +355,8 @@ def test_subspace_label_channel_and_public_references(run_eval, eval_models):
     # The default below max_label_epsilon: the labels alone.
     label_only = run_eval("epsilon=3", "noise_seed=0")
     assert label_only["mechanism"] == "label_channel" and label_only["epsilon_latent"] == 0.0
+    # a release classifier's decisions are right less often than the truth: below the ceiling
+    assert 0 < label_only["u1/labeler_bound"] <= label_only["u1/retention_ceiling"] + 1e-9
     capped = run_eval("epsilon=10", "noise_seed=0")
     assert capped["epsilon_label"] == 6.0 and capped["epsilon_latent"] == pytest.approx(4.0)
 
@@ -382,6 +385,13 @@ def test_the_holders_own_labels_are_rendered_for_the_release_classifier(run_eval
     assert row["recovery/auc_priv_mean"] > 0.8
     assert row["recovery/retention"] == pytest.approx(
         (row["recovery/auc_priv_mean"] - 0.5) / (row["recovery/auc_orig_mean"] - 0.5)
+    )
+    # the labeler's bound: the holder's labels are the truth, so a perfect rendering of their
+    # randomized response is the LDP ceiling itself
+    assert row["u1/labeler_auc_bound_Pneumonia"] == pytest.approx(ldp_auc_ceiling(5.0))
+    assert row["u1/labeler_bound"] == pytest.approx(row["u1/retention_ceiling"])
+    assert row["u1/fraction_of_labeler_bound"] == pytest.approx(
+        row["u1/retention"] / row["u1/labeler_bound"]
     )
 
 

@@ -10,9 +10,11 @@ import torch
 from dpglow.metrics import (
     ldp_auc_ceiling,
     paired_cosine,
+    released_bit_auc,
     retention_ceiling,
     saturated_patches,
 )
+from dpglow.metrics.classification import binary_auroc
 
 
 def test_ldp_ceiling_values_and_limits() -> None:
@@ -40,6 +42,38 @@ def test_one_bit_randomized_response_reaches_the_ceiling_exactly() -> None:
     # AUC = P(b_pos > b_neg) + P(b_pos = b_neg) / 2.
     auc = keep * keep + 0.5 * (keep * (1 - keep) + (1 - keep) * keep)
     assert auc == pytest.approx(ldp_auc_ceiling(eps))
+
+
+def test_released_bit_auc_is_the_expected_auc_of_the_flipped_decisions() -> None:
+    g = torch.Generator().manual_seed(0)
+    labels = (torch.rand(2000, generator=g) < 0.3).float()
+    wrong = torch.rand(2000, generator=g) < torch.where(labels == 1, 0.1, 0.05)
+    decisions = torch.where(wrong, 1 - labels, labels)
+    tpr, fpr = float(decisions[labels == 1].mean()), float(decisions[labels == 0].mean())
+    flip = 1 / (1 + math.exp(2.0))
+    bound = released_bit_auc(decisions, labels, flip_probability=flip)
+    assert bound == pytest.approx(0.5 + 0.5 * (tpr - fpr) * (1 - 2 * flip))
+    # Monte Carlo over the randomized response, with ties counted one half by the AUC itself
+    draws = []
+    for _ in range(200):
+        flipped = torch.rand(2000, generator=g) < flip
+        released = torch.where(flipped, 1 - decisions, decisions)
+        draws.append(float(binary_auroc(released, labels.long())))
+    assert sum(draws) / len(draws) == pytest.approx(bound, abs=2e-3)
+    # A labeler right about every image reaches the LDP ceiling; flipping half keeps nothing.
+    assert released_bit_auc(labels, labels, flip_probability=flip) == pytest.approx(
+        ldp_auc_ceiling(2.0)
+    )
+    assert released_bit_auc(decisions, labels, flip_probability=0.5) == 0.5
+    nan_labels = labels.clone()
+    nan_labels[:10] = math.nan  # unknown labels are skipped
+    kept = released_bit_auc(decisions[10:], labels[10:], flip_probability=flip)
+    assert released_bit_auc(decisions, nan_labels, flip_probability=flip) == pytest.approx(kept)
+    assert math.isnan(released_bit_auc(decisions, torch.ones(2000), flip_probability=flip))
+    with pytest.raises(ValueError, match="flip_probability"):
+        released_bit_auc(decisions, labels, flip_probability=0.7)
+    with pytest.raises(ValueError, match="0 or 1"):
+        released_bit_auc(decisions * 0.5, labels, flip_probability=flip)
 
 
 def test_paired_cosine_pairs_rows() -> None:

@@ -172,6 +172,35 @@ def ceiling_columns(row: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
+def labeler_bound_columns(
+    decisions: torch.Tensor,
+    labels: torch.Tensor,
+    names: Sequence[str],
+    *,
+    flips: Sequence[float],
+    row: Mapping[str, Any],
+) -> dict[str, float]:
+    """The labeler's bound (docs/evaluation.md): for each label released by randomized response
+    (flip probability ``flips[j]``) of the labeler's decision ``decisions[:, j]`` on the
+    originals, the expected AUC of a reader that sees the released bit perfectly
+    (:func:`~dpglow.metrics.released_bit_auc`), and the retention it allows against the
+    evaluation classifier's AUC on the originals (``row``'s U1 columns); their mean, and the
+    fraction of it the release reached. No rendering of the released labels can beat it in
+    expectation: the LDP ceiling for a labeler that is right about every image."""
+    out: dict[str, float] = {}
+    bounds = []
+    for j, name in enumerate(names):
+        auc = M.released_bit_auc(decisions[:, j], labels[:, j], flip_probability=flips[j])
+        out[f"u1/labeler_auc_bound_{name}"] = auc
+        out[f"u1/labeler_bound_{name}"] = M.auc_retention(auc, row[f"u1/auc_orig_{name}"])
+        bounds.append(out[f"u1/labeler_bound_{name}"])
+    defined = [b for b in bounds if not math.isnan(b)]
+    bound = sum(defined) / len(defined) if defined else math.nan
+    out["u1/labeler_bound"] = bound
+    out["u1/fraction_of_labeler_bound"] = row["u1/retention"] / bound if bound > 0 else math.nan
+    return out
+
+
 def fidelity_columns(private, original, priv_emb, orig_emb) -> dict[str, float]:
     """PSNR and SSIM of uint8 released against original images (SSIM NaN below 11 px), the mean
     cosine of each release's embedding with its own original's, and the Frechet distance of the

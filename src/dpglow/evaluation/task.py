@@ -18,6 +18,7 @@ pass), ``rows`` (the columns), ``utility`` (U2) and ``outputs`` (files and logge
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -40,6 +41,7 @@ from dpglow.evaluation.outputs import log_row, write_job
 from dpglow.evaluation.realism import prior_samples, realism_columns
 from dpglow.evaluation.rows import (
     evaluation_row,
+    labeler_bound_columns,
     originals_p2,
     recovery_columns,
     settings_columns,
@@ -201,6 +203,35 @@ def _recovery(job: _Job, released: torch.Tensor, device) -> dict[str, float]:
     return recovery_columns(logits(job.images.images), logits(released), labels, names)
 
 
+def _labeler_bound(job: _Job, row: Mapping[str, Any], device) -> dict[str, float]:
+    """The labeler's bound columns (:func:`~dpglow.evaluation.rows.labeler_bound_columns`) when
+    the release's labels are one randomized response per label of a labeler that reads the image
+    (a release classifier, the data holder's labels), else none."""
+    inner = getattr(job.privatizer, "inner", job.privatizer)
+    labeler, mechanism = getattr(inner, "labeler", None), getattr(inner, "label_mechanism", None)
+    if labeler is None or mechanism is None or mechanism.flip_probabilities is None:
+        return {}
+    if getattr(labeler, "reads_latents", True):  # the probe: it reads the flow's latents
+        return {}
+    names = [n for n in inner.label_names if f"u1/auc_orig_{n}" in row]
+    if not names:
+        return {}
+    if isinstance(labeler, torch.nn.Module):
+        labeler.to(device)
+    images, paths = job.images.images, list(job.images.paths)
+    with torch.no_grad():
+        decisions = torch.cat(
+            [
+                labeler(images[i : i + 256].to(device), None, paths[i : i + 256]).cpu()
+                for i in range(0, len(images), 256)
+            ]
+        )
+    columns = [inner.label_names.index(n) for n in names]
+    labels = job.images.labels[:, [job.images.pathologies.index(n) for n in names]]
+    flips = [mechanism.flip_probabilities[c] for c in columns]
+    return labeler_bound_columns(decisions[:, columns], labels, names, flips=flips, row=row)
+
+
 def _rank_zero_columns(cfg: DictConfig, job: _Job, merged, device, cache_dir) -> dict[str, Any]:
     """The columns computed on rank 0 alone: recovery (the rendering classifier's AUC on the
     originals and the releases), realism (``eval.realism``) and U2
@@ -263,6 +294,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     original = _cached_outputs(cache_dir, keys, merged, job.images, original, released)
     device = trainer.strategy.root_device  # realism and U2 run on rank 0's device
     row = _row(cfg, job, original, merged) | _rank_zero_columns(cfg, job, merged, device, cache_dir)
+    row.update(_labeler_bound(job, row, device))
     private = merged["released"]
     write_job(
         out_dir,

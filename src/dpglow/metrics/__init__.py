@@ -11,6 +11,7 @@ from dpglow.metrics.classification import (
     auc_retention,
     ldp_auc_ceiling,
     mean_auc,
+    released_bit_auc,
     retention_ceiling,
     youden_threshold,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "real_vs_real_auc",
     "realism_features",
     "reidentification",
+    "released_bit_auc",
     "retention_ceiling",
     "saturated_patches",
     "ssim",

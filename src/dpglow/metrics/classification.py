@@ -111,6 +111,30 @@ def retention_ceiling(epsilon: float, auc_original: float) -> float:
     return min(1.0, (ldp_auc_ceiling(epsilon) - 0.5) / (auc_original - 0.5))
 
 
+def released_bit_auc(decisions: Tensor, labels: Tensor, *, flip_probability: float) -> float:
+    """The expected ROC-AUC against ``labels`` of a reader that sees, for each image, its binary
+    ``decision`` after randomized response flips it with probability ``flip_probability``, and
+    nothing else (ties count one half): ``0.5 + 0.5 (TPR - FPR)(1 - 2 p)``, with TPR and FPR the
+    decisions' rates on the positives and negatives. It bounds what any rendering of a released
+    label can keep: the rendering depends on the image only through the released bit.
+
+    ``decisions`` and ``labels`` are 1-D {0, 1} tensors of the same length (NaN labels skipped);
+    NaN when a class is missing."""
+    d, y = torch.as_tensor(decisions).double().flatten(), torch.as_tensor(labels).double().flatten()
+    if d.shape != y.shape:
+        raise ValueError(f"decisions and labels differ in shape: {d.shape} vs {y.shape}")
+    if not 0.0 <= flip_probability <= 0.5:
+        raise ValueError(f"flip_probability must lie in [0, 0.5], got {flip_probability}")
+    known = ~torch.isnan(y)
+    d, y = d[known], y[known]
+    if not bool(((d == 0) | (d == 1)).all()):
+        raise ValueError("decisions must be 0 or 1")
+    if not (y == 1).any() or not (y == 0).any():
+        return math.nan
+    tpr, fpr = float(d[y == 1].mean()), float(d[y == 0].mean())
+    return 0.5 + 0.5 * (tpr - fpr) * (1.0 - 2.0 * flip_probability)
+
+
 def youden_threshold(scores: Tensor, labels: Tensor) -> float:
     """The score threshold t maximising TPR - FPR (Youden's J) of the rule ``score > t`` on
     ``scores`` [N] against binary ``labels`` [N] (NaN labels skipped): the midpoint between the
