@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dpglow.metrics import saturated_patches
 from dpglow.privatizers.render import MAX_ROUND, ReleasedLabels, Renderer, consistency
 
 
@@ -107,3 +108,23 @@ def test_guidance_scales_the_estimate_away_from_the_centre() -> None:
     assert torch.allclose(guided, torch.tensor([[-3.0, 1.0], [2.0, 5.0]]))
     # the centre is a fixed point; distances from it grow by the factor
     assert torch.allclose((guided - center).abs(), 2 * (estimate - center).abs())
+
+
+def test_images_left_with_only_patched_candidates_are_redrawn_by_the_fallback() -> None:
+    # image 0: every draw patched; image 1: its first draw is clean
+    fake = FakeDraws({}, patched={c for c in range(100) if c != 1})
+    asked = []
+
+    def fallback(index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        asked.extend(index.tolist())
+        return torch.full((len(index), 1, 16, 16), 200, dtype=torch.uint8)  # clean
+
+    renderer = Renderer(candidates=3)
+    out = renderer(2, draw=fake.draw, labels=None, generator=None, fallback=fallback)
+    assert fake.images_of == {0: [0, 2, 3], 1: [1]}  # 3 candidates: 1, then rounds of 2
+    assert asked == [0]  # only the stuck image, once: its first fallback draw is acceptable
+    assert int(out[0, 0, 8, 8]) == 200 and int(out[1, 0, 8, 8]) == 1
+    # without a fallback the stuck image keeps its best (patched) candidate
+    fake = FakeDraws({}, patched={c for c in range(100) if c != 1})
+    out = renderer(2, draw=fake.draw, labels=None, generator=None)
+    assert int(out[0, 0, 8, 8]) != 200 and bool(saturated_patches(out[:1]).item() > 0)

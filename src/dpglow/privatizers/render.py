@@ -46,6 +46,8 @@ Draw = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 # default release on the pediatric test split ran 17.4 images/s against 16.1 at 4 and 10.2 with
 # doubling rounds (32 candidates; docs/benchmarks.md).
 MAX_ROUND = 2
+# The key of a candidate with a saturated patch is its consistency plus this: below every clean one.
+PATCHED = -1e9
 
 
 def consistency(logits: torch.Tensor, released: torch.Tensor, *, margin: float) -> torch.Tensor:
@@ -71,6 +73,12 @@ class ReleasedLabels:
         """``[n]`` :func:`consistency` of the candidates ``images`` of the images ``index``."""
         released = self.released[index.to(self.released.device)]
         return consistency(self.logits(images).to(released), released, margin=self.margin)
+
+    def subset(self, rows: torch.Tensor) -> ReleasedLabels:
+        """The released labels of the batch's images ``rows`` only, indexed from 0."""
+        return ReleasedLabels(
+            self.logits, self.released[rows.to(self.released.device)], self.margin
+        )
 
     def cap(self, index: torch.Tensor) -> torch.Tensor:
         """``[n]`` the consistency at which every released label of the image reads clearly."""
@@ -118,10 +126,35 @@ class Renderer:
         return center + self.guidance * (estimate - center)
 
     def __call__(
-        self, batch: int, *, draw: Draw, labels: ReleasedLabels | None, generator: torch.Generator
+        self,
+        batch: int,
+        *,
+        draw: Draw,
+        labels: ReleasedLabels | None,
+        generator: torch.Generator,
+        fallback: Draw | None = None,
     ) -> torch.Tensor:
         """uint8 renderings of ``batch`` releases: ``draw`` makes candidates for image indices,
-        ``labels`` (None: no labels to show) rates them."""
+        ``labels`` (None: no labels to show) rates them. ``fallback`` (with ``redraw_saturated``)
+        draws candidates another way for the images none of whose ``candidates`` draws was free
+        of saturated patches (up to ``candidates`` more each; the unguided estimate, for the
+        subspace release)."""
+        best, best_key = self._select(batch, draw, labels, generator)
+        stuck = torch.nonzero(best_key < PATCHED / 2).flatten()
+        if fallback is not None and self.redraw_saturated and len(stuck):
+            sub_labels = labels.subset(stuck) if labels is not None else None
+
+            def sub_draw(index: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+                return fallback(stuck[index.cpu()].to(index.device), gen)
+
+            again, _ = self._select(len(stuck), sub_draw, sub_labels, generator)
+            best[stuck.to(best.device)] = again
+        return best
+
+    def _select(
+        self, batch: int, draw: Draw, labels: ReleasedLabels | None, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The selection of the module docstring: the kept candidate of each image and its key."""
         best_images: torch.Tensor | None = None
         best_key = torch.full((batch,), -torch.inf, dtype=torch.float64)
         pending = torch.arange(batch)
@@ -146,7 +179,7 @@ class Renderer:
             drawn += chunk
             chunk = min(2 * chunk, MAX_ROUND)
         assert best_images is not None
-        return best_images
+        return best_images, best_key
 
     def _rate(
         self, images: torch.Tensor, index: torch.Tensor, labels: ReleasedLabels | None
@@ -163,5 +196,5 @@ class Renderer:
         if self.redraw_saturated:
             clean = (saturated_patches(images) == 0).cpu()
             accepted &= clean
-        key = consistent + torch.where(clean, 0.0, -1e9).double()
+        key = consistent + torch.where(clean, 0.0, PATCHED).double()
         return key, accepted

@@ -361,14 +361,16 @@ class SubspacePrivatizer(Privatizer):
             a = flatten_latents([latents[i] for i in self.levels]) @ matrix.T
             a = a - self.center.to(device, dtype)
             noisy_a, _ = self.mechanism(a, generator=generator, noise_source=noise_source)
-        a_hat = self._estimate(noisy_a, noisy_y, generator, device).to(dtype)
-        a_hat = self.renderer.guide(a_hat, self.center.to(device, dtype))
+        unguided = self._estimate(noisy_a, noisy_y, generator, device).to(dtype)
+        guided = self.renderer.guide(unguided, self.center.to(device, dtype))
         detail = None
         if self.detail is not None:
             flat = flatten_latents([latents[i] for i in self.detail.levels])
             detail = self.detail.release(flat, generator=generator, noise_source=noise_source)
 
-        def draw(index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        def draw(
+            index: torch.Tensor, generator: torch.Generator, a_hat: torch.Tensor = guided
+        ) -> torch.Tensor:
             """One candidate rendering of the release of each image in ``index``."""
             index = index.to(device)
             v = self.temperature * torch.randn(
@@ -394,4 +396,15 @@ class SubspacePrivatizer(Privatizer):
         labels = None
         if self.judge is not None and noisy_y is not None:
             labels = ReleasedLabels(self.judge.logits, noisy_y, self.renderer.margin)
-        return self.renderer(len(images), draw=draw, labels=labels, generator=generator)
+        # Where guidance leaves an image no candidate free of saturated patches (the detail
+        # channel's own directions against an exaggerated class direction), it is rendered from
+        # the unguided estimate.
+        fallback = None
+        if self.renderer.guidance != 1.0:
+
+            def fallback(index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+                return draw(index, generator, unguided)
+
+        return self.renderer(
+            len(images), draw=draw, labels=labels, generator=generator, fallback=fallback
+        )
