@@ -184,7 +184,8 @@ def labeler_bound_columns(
     (flip probability ``flips[j]``) of the labeler's decision ``decisions[:, j]`` on the
     originals, the expected AUC of a reader that sees the released bit perfectly
     (:func:`~dpglow.metrics.released_bit_auc`), and the retention it allows against the
-    evaluation classifier's AUC on the originals (``row``'s U1 columns); their mean, and the
+    evaluation classifier's AUC on the originals (``row``'s U1 columns; at most 1, as the
+    ceiling's); their mean, and the
     fraction of it the release reached. No rendering of the released labels can beat it in
     expectation: the LDP ceiling for a labeler that is right about every image."""
     out: dict[str, float] = {}
@@ -192,7 +193,10 @@ def labeler_bound_columns(
     for j, name in enumerate(names):
         auc = M.released_bit_auc(decisions[:, j], labels[:, j], flip_probability=flips[j])
         out[f"u1/labeler_auc_bound_{name}"] = auc
-        out[f"u1/labeler_bound_{name}"] = M.auc_retention(auc, row[f"u1/auc_orig_{name}"])
+        retention = M.auc_retention(auc, row[f"u1/auc_orig_{name}"])
+        out[f"u1/labeler_bound_{name}"] = (
+            retention if math.isnan(retention) else min(1.0, retention)
+        )
         bounds.append(out[f"u1/labeler_bound_{name}"])
     defined = [b for b in bounds if not math.isnan(b)]
     bound = sum(defined) / len(defined) if defined else math.nan
