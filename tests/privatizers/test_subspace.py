@@ -243,7 +243,8 @@ def test_a_label_release_renders_the_guided_estimate_without_encoding(
     root = OmegaConf.create({"epsilon": 3.0})
     root.privacy = OmegaConf.load("conf/privacy/label_channel.yaml")
     OmegaConf.update(root, "privacy.labeler.kind", "probe")
-    OmegaConf.update(root, "privacy.render", {"candidates": 1, "guidance": 2.5})
+    render = {"candidates": 1, "guidance": 2.5, "redraw_saturated": False}
+    OmegaConf.update(root, "privacy.render", render)
     privatizer = build_privatizer(root.privacy, flow=flow, flow_info=info, temperature=1.0)
 
     class ImageLabeler:  # stands for the release classifier: a function of the pixels
@@ -281,6 +282,28 @@ def test_a_label_release_renders_the_guided_estimate_without_encoding(
     gap = float(got[ones, 0].mean() - got[zeros, 0].mean())
     public_gap = float(a_hat[ones, 0].mean() - a_hat[zeros, 0].mean())
     assert gap == pytest.approx(2.5 * public_gap, rel=1e-4)
+
+    # An image whose guided candidates all carry a saturated patch is drawn again from the
+    # unguided estimate a^ itself.
+    privatizer.renderer.redraw_saturated = True
+    monkeypatch.setattr(
+        "dpglow.privatizers.render.saturated_patches", lambda images: torch.ones(len(images))
+    )
+    decoded = []
+    decode = flow.decode
+
+    def spy(latents, **kw):
+        decoded.append(flatten_latents([latents[i] for i in privatizer.levels]))
+        return decode(latents, **kw)
+
+    monkeypatch.setattr(flow, "decode", spy)
+    released.clear()
+    privatizer(xray_batch[:6], **_seeded(4))
+    a_hat = privatizer._estimate(None, released[0], None, "cpu")
+    guided = privatizer.center + 2.5 * (a_hat - privatizer.center)
+    assert len(decoded) == 2  # one candidate each, then one fallback draw each
+    assert torch.allclose(decoded[0] @ privatizer.matrix.T, guided, atol=1e-4)
+    assert torch.allclose(decoded[1] @ privatizer.matrix.T, a_hat, atol=1e-4)
 
 
 def test_missing_basis_names_the_command(trained_ckpt):
