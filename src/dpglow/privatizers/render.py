@@ -42,9 +42,9 @@ from dpglow.metrics import saturated_patches
 # batch; an index may repeat).
 Draw = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 # The most candidates one round draws per pending image: larger rounds batch better but draw past
-# the first acceptable candidate (a round of 4 where 1 would do wastes 3 decodes); at 2, the
-# default release on the pediatric test split ran 17.4 images/s against 16.1 at 4 and 10.2 with
-# doubling rounds (32 candidates; docs/benchmarks.md).
+# the first acceptable candidate (a round of 4 where 1 would do wastes 3 decodes). With 32
+# candidates on the pediatric test split (eps 3, 2 threads) rounds of at most 2 ran 17.4
+# images/s, of 4 16.1, doubling rounds 10.2.
 MAX_ROUND = 2
 # The key of a candidate with a saturated patch is its consistency plus this: below every clean one.
 PATCHED = -1e9
