@@ -43,40 +43,29 @@ directions, so they cost no privacy.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 
 from dpglow.flow import Glow, flatten_latents, to_flow_input, to_uint8, unflatten_latents
-from dpglow.privacy import OS_ENTROPY, PrivacyRecord, compose, posterior_mean, posterior_sample
+from dpglow.privacy import OS_ENTROPY, PrivacyRecord, compose
 from dpglow.privatizers.base import Privatizer, check_images
 from dpglow.privatizers.basis import BasisError, configured_basis
 from dpglow.privatizers.budget import check_cap, check_fraction, split_budget
 from dpglow.privatizers.detail import detail_channel, detail_spec
+from dpglow.privatizers.estimate import POSTPROCESS, PublicEstimate
 from dpglow.privatizers.label_release import LabelRelease
 from dpglow.privatizers.labelers import ClassifierLabeler, build_labeler
 from dpglow.privatizers.latents import (
     assemble_latents,
     check_temperature,
-    expected_norm,
     levels_label,
 )
 from dpglow.privatizers.render import ReleasedLabels, Renderer
 
-POSTPROCESS = (
-    "none",
-    "posterior_mean",
-    "posterior_sample",
-    "public_posterior_mean",
-    "public_posterior_sample",
-    "released_label_mean",
-    "released_label_sample",
-)
 
-
-class SubspacePrivatizer(Privatizer):
+class SubspacePrivatizer(PublicEstimate, Privatizer):
     """See the module docstring. ``basis``: ``{kind, k, levels, path}`` (``path`` null: the file
     ``fit_basis.py`` saved beside the flow for these settings). ``mechanism`` and ``labels`` are
     partials that take ``epsilon`` (the task's per-image epsilon is split by ``label_fraction``).
@@ -283,52 +272,42 @@ class SubspacePrivatizer(Privatizer):
 
     # ------------------------------------------------------------------ release
 
-    def _log_weights(self, noisy_a, noisy_y, device) -> torch.Tensor:
-        """log w_i (up to a constant) of each public training point, [B, N]."""
-        batch = len(noisy_a if noisy_a is not None else noisy_y)
-        points = len(self.basis.train_projections)
-        logw = torch.zeros(batch, points, device=device, dtype=torch.float64)
-        if noisy_y is not None:
-            flips = self.label_mechanism.flip_probabilities
-            if self.postprocess.startswith("released_label") or flips is None:
-                flips = [0.0] * len(self.label_names)  # the released labels taken as true
-            # Bounded away from 0 so that epsilon = inf cannot give log(0) for every point.
-            flip = torch.tensor(flips, device=device, dtype=torch.float64).clamp(1e-12, 0.5)
-            keep = 1 - flip
-            y_train = self._prior_labels.to(device, torch.float64)  # [N, m]
-            agree = noisy_y.double()[:, None, :] == y_train[None]  # [B, N, m]
-            known = ~torch.isnan(y_train)[None]
-            logp = torch.where(agree, keep.log(), flip.log())
-            logw = logw + torch.where(known, logp, math.log(0.5)).sum(-1)
-        if noisy_a is not None and self._latent_record.noise != "none":
-            scale = self._latent_record.noise_scale
-            bounded = self._bounded_train.to(device)
-            diff = noisy_a.double()[:, None, :] - bounded[None]
-            if self.mechanism.noise == "laplace":
-                logw = logw - diff.abs().sum(-1) / scale
-            else:
-                logw = logw - diff.pow(2).sum(-1) / (2 * scale**2)
-        return logw
-
-    def _estimate(self, noisy_a, noisy_y, generator, device) -> torch.Tensor:
-        """a^ from the release, [B, k] (see the module docstring, step 3)."""
-        record = self._latent_record if self.mechanism else None
-        center = self.center.to(device)
-        if noisy_a is not None and (self.postprocess == "none" or record.noise == "none"):
-            return noisy_a + center
-        if self.postprocess in ("posterior_mean", "posterior_sample") and noisy_a is not None:
-            prior_std = min(1.0, record.clip / expected_norm(record.d, record.norm))
-            kwargs = dict(noise=record.noise, scale=record.noise_scale, prior_std=prior_std)
-            if self.postprocess == "posterior_mean":
-                return posterior_mean(noisy_a, **kwargs) / prior_std + center
-            sample = posterior_sample(noisy_a, generator=generator, **kwargs)
-            return sample / prior_std + center
-        weights = torch.softmax(self._log_weights(noisy_a, noisy_y, device), dim=1)
-        train = self.basis.train_projections.to(device, torch.float64)
-        if self.postprocess.endswith("_sample"):
-            index = torch.multinomial(weights, 1, generator=generator)[:, 0]
-            return train[index].float()
-        return (weights @ train).float()
+    def _released(
+        self,
+        images: torch.Tensor,
+        x: torch.Tensor,
+        *,
+        generator: torch.Generator,
+        noise_source: str,
+        names: Sequence[str] | None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+        """The randomized part of the release: (the released labels or None, the estimate a^ of
+        the basis' directions from the release, the detail channel's release or None). The
+        image's latents are needed only by the probe labeler and by a latent mechanism or the
+        detail channel; a release of labels alone never encodes (it costs one pass of the flow).
+        An unconditional flow encodes before the labeler (the probe reads its latents); a
+        conditional one encodes with the released labels."""
+        device, dtype = x.device, x.dtype
+        reads = getattr(self.labeler, "reads_latents", False) and not self.conditional
+        latents = self.flow.encode(x) if reads else None
+        noisy_y = None
+        if self.labeler is not None:
+            y = self.labeler(images, latents, names)
+            noisy_y, _ = self.label_mechanism(y, generator=generator, noise_source=noise_source)
+        cond = {"y": noisy_y} if self.conditional else {}
+        if latents is None and (self.mechanism is not None or self.detail is not None):
+            latents = self.flow.encode(x, **cond)
+        noisy_a = None
+        if self.mechanism is not None:
+            a = flatten_latents([latents[i] for i in self.levels]) @ self.matrix.to(device, dtype).T
+            a = a - self.center.to(device, dtype)
+            noisy_a, _ = self.mechanism(a, generator=generator, noise_source=noise_source)
+        estimate = self._estimate(noisy_a, noisy_y, generator, device).to(dtype)
+        detail = None
+        if self.detail is not None:
+            flat = flatten_latents([latents[i] for i in self.detail.levels])
+            detail = self.detail.release(flat, generator=generator, noise_source=noise_source)
+        return noisy_y, estimate, detail
 
     @torch.no_grad()
     def __call__(
@@ -341,32 +320,12 @@ class SubspacePrivatizer(Privatizer):
     ) -> torch.Tensor:
         check_images(images, self.flow.image_size)
         x = to_flow_input(images, n_bits=self.n_bits)
-        # The image's latents are needed only by the probe labeler and by a latent mechanism or
-        # the detail channel; a release of labels alone never encodes (it costs one pass of the
-        # flow). An unconditional flow encodes before the labeler (the probe reads its latents);
-        # a conditional one encodes with the released labels.
-        reads = getattr(self.labeler, "reads_latents", False) and not self.conditional
-        latents = self.flow.encode(x) if reads else None
-        noisy_y = None
-        if self.labeler is not None:
-            y = self.labeler(images, latents, names)
-            noisy_y, _ = self.label_mechanism(y, generator=generator, noise_source=noise_source)
-        cond = {"y": noisy_y} if self.conditional else {}
-        if latents is None and (self.mechanism is not None or self.detail is not None):
-            latents = self.flow.encode(x, **cond)
         device, dtype = x.device, x.dtype
+        noisy_y, unguided, detail = self._released(
+            images, x, generator=generator, noise_source=noise_source, names=names
+        )
         matrix = self.matrix.to(device, dtype)
-        noisy_a = None
-        if self.mechanism is not None:
-            a = flatten_latents([latents[i] for i in self.levels]) @ matrix.T
-            a = a - self.center.to(device, dtype)
-            noisy_a, _ = self.mechanism(a, generator=generator, noise_source=noise_source)
-        unguided = self._estimate(noisy_a, noisy_y, generator, device).to(dtype)
         guided = self.renderer.guide(unguided, self.center.to(device, dtype))
-        detail = None
-        if self.detail is not None:
-            flat = flatten_latents([latents[i] for i in self.detail.levels])
-            detail = self.detail.release(flat, generator=generator, noise_source=noise_source)
 
         def draw(
             index: torch.Tensor, generator: torch.Generator, a_hat: torch.Tensor = guided
