@@ -185,9 +185,9 @@ def labeler_bound_columns(
     originals, the expected AUC of a reader that sees the released bit perfectly
     (:func:`~dpglow.metrics.released_bit_auc`), and the retention it allows against the
     evaluation classifier's AUC on the originals (``row``'s U1 columns; at most 1, as the
-    ceiling's); their mean, and the
-    fraction of it the release reached. No rendering of the released labels can beat it in
-    expectation: the LDP ceiling for a labeler that is right about every image."""
+    ceiling's); their mean, and the fraction of it the release reached. No rendering of the
+    released labels can beat it in expectation: the LDP ceiling for a labeler that is right
+    about every image."""
     out: dict[str, float] = {}
     bounds = []
     for j, name in enumerate(names):
@@ -198,8 +198,7 @@ def labeler_bound_columns(
             retention if math.isnan(retention) else min(1.0, retention)
         )
         bounds.append(out[f"u1/labeler_bound_{name}"])
-    defined = [b for b in bounds if not math.isnan(b)]
-    bound = sum(defined) / len(defined) if defined else math.nan
+    bound = M.mean_auc(bounds)  # the mean of the defined ones
     out["u1/labeler_bound"] = bound
     out["u1/fraction_of_labeler_bound"] = row["u1/retention"] / bound if bound > 0 else math.nan
     return out

@@ -141,7 +141,7 @@ class Renderer:
         subspace release)."""
         best, best_key = self._select(batch, draw, labels, generator)
         stuck = torch.nonzero(best_key < PATCHED / 2).flatten()
-        if fallback is not None and self.redraw_saturated and len(stuck):
+        if fallback is not None and len(stuck):  # none without redraw_saturated
             sub_labels = labels.subset(stuck) if labels is not None else None
 
             def sub_draw(index: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

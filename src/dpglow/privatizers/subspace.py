@@ -288,7 +288,8 @@ class SubspacePrivatizer(PublicEstimate, Privatizer):
         An unconditional flow encodes before the labeler (the probe reads its latents); a
         conditional one encodes with the released labels."""
         device, dtype = x.device, x.dtype
-        reads = getattr(self.labeler, "reads_latents", False) and not self.conditional
+        reads = self.labeler is not None and getattr(self.labeler, "reads_latents", True)
+        reads = reads and not self.conditional
         latents = self.flow.encode(x) if reads else None
         noisy_y = None
         if self.labeler is not None:
